@@ -20,10 +20,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def bundled_name(alpha: float) -> str:
-    return f"mnv2_a{alpha:g}_r96.pt"
-
-
 def bundled_checkpoints() -> dict[float, Path]:
     """{alpha: path} of the checkpoints shipped in the package."""
     out = {}
@@ -52,6 +48,7 @@ def save_checkpoint(model: MobileNetV2, info: ModelInfo, path: str | Path, half:
     os.close(fd)
     try:
         torch.save(blob, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -297,8 +297,8 @@ def make_split(split: str, count: int, size: Size = (96, 96), seed: int = 0,
     labels = np.empty((count,), dtype=np.int64)
     indices = range(count)
     if progress:
-        from tqdm import tqdm
-        indices = tqdm(indices, desc=f"rendering {split}", unit="img")
+        from .progress import progress as bar
+        indices = bar(indices, f"rendering {split}", unit="img")
     for i in indices:
         images[i], labels[i] = render(i, split, (h, w), seed)
     return images, labels

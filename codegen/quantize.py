@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
-from tqdm import tqdm
+from .progress import progress as bar
 
 from . import requant
 from .errors import UserError
@@ -53,7 +53,7 @@ def calibrate(graph: FloatGraph, images: np.ndarray, method: str = "minmax", per
     hi: dict = {}
     samples: dict = {}
     rng = np.random.default_rng(0)
-    for start in tqdm(range(0, len(images), batch), desc="calibrate", unit="batch", disable=not progress):
+    for start in bar(range(0, len(images), batch), "calibrate", progress, unit="batch"):
         t = run_float(graph, normalize(images[start:start + batch], graph.info), keep_all=True)
         for name, v in t.items():
             if name == graph.input:

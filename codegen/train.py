@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
+from .progress import progress
 
 from . import dataset
 from .checkpoint import arch_of, save_checkpoint
@@ -99,7 +99,7 @@ def train(cfg: TrainConfig, out_path: str, half: bool = True, command: str = "")
     for epoch in range(cfg.epochs):
         model.train()
         order = rng.permutation(len(xtr))
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+        bar = progress(range(steps_per_epoch), f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
         running = 0.0
         for step in bar:
             idx = order[step * cfg.batch:(step + 1) * cfg.batch]
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, out_path: str, half: bool = True, command: str = "")
             running = 0.9 * running + 0.1 * float(loss) if step else float(loss)
             bar.set_postfix(loss=f"{running:.3f}")
         acc = evaluate(model, xte, yte, info)
-        tqdm.write(f"epoch {epoch + 1}: test top-1 {acc:.2f}%")
+        print(f"epoch {epoch + 1}: test top-1 {acc:.2f}%", flush=True)
     if half:  # evaluate exactly what is stored
         with torch.no_grad():
             for v in model.state_dict().values():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from .progress import progress as bar
 
 from . import dataset
 from .export import export_tflite
@@ -37,7 +37,7 @@ def verification_inputs(graph: QuantGraph, samples: int, seed: int = 0) -> tuple
 def verify_oracles(graph: QuantGraph, inputs: np.ndarray, progress: bool = False) -> dict:
     model = export_tflite(graph)
     ref = np.concatenate([run_int8(graph, inputs[i:i + 16]) for i in
-                          tqdm(range(0, len(inputs), 16), desc="reference", disable=not progress)])
+                          bar(range(0, len(inputs), 16), "reference", progress)])
     out = {"reference_vs_tflm": compare(ref, run_tflm(model, inputs))}
     out["reference_vs_tflite"] = compare(ref, run_tflite_ref(model, inputs))
     return out
@@ -48,7 +48,7 @@ def accuracy(model: torch.nn.Module, graph: QuantGraph, images: np.ndarray, labe
     """Top-1 (percent) of the float PyTorch model and of the int8 reference on the same images."""
     float_ok = int8_ok = 0
     model.eval()
-    for i in tqdm(range(0, len(images), batch), desc="accuracy", disable=not progress):
+    for i in bar(range(0, len(images), batch), "accuracy", progress):
         x, y = images[i:i + batch], labels[i:i + batch]
         with torch.no_grad():
             float_ok += int((model(to_tensor(x, graph.info)).argmax(1).numpy() == y).sum())
