@@ -29,7 +29,7 @@ GENERATOR = "mnv2-codegen"
 # kernel family -> (C function, parameter struct type); the C side is templates/kernels/.
 KERNELS = {"conv": ("mnv2_conv_s8", "mnv2_conv_params_t"), "depthwise": ("mnv2_depthwise_s8", "mnv2_dw_params_t"),
            "add": ("mnv2_add_s8", "mnv2_add_params_t"), "avgpool": ("mnv2_avgpool_s8", "mnv2_avgpool_params_t"),
-           "fc": ("mnv2_fc_s8", "mnv2_fc_params_t")}
+           "fc": ("mnv2_fc_s8", "mnv2_fc_params_t"), "block": ("mnv2_block_s8", "mnv2_block_params_t")}
 MODEL_SOURCES = ("mnv2_model.c", "mnv2_weights.c", "mnv2_kernels.c")
 BYTES_PER_LINE = 24
 INTS_PER_LINE = 8
@@ -139,7 +139,8 @@ def render(schedule: Schedule, options: dict) -> dict[str, bytes]:
         fn, ptype = KERNELS[s.kernel]
         steps.append(dict(op=s.op, summary=s.summary, params=s.params, kernel=s.kernel, function=fn,
                           params_symbol=f"mnv2_{s.cname}_params", in_macros=[_offset_macro(t) for t in s.inputs],
-                          out_macro=_offset_macro(s.output), arrays=s.arrays))
+                          out_macro=_offset_macro(s.output), arrays=s.arrays,
+                          scratch_macro=_offset_macro(f"{s.output}/scratch") if s.scratch else None))
     arrays = [a for s in schedule.steps for a in s.arrays]
     ctx = dict(provenance=provenance, provenance_py=provenance_py, target=schedule.target.name,
                input=dict(h=h, w=w, c=c, size=h * w * c, scale=repr(float(np.float32(qi.scale))),

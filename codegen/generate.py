@@ -12,7 +12,7 @@ from .build import build
 from .emit import check_output_dir, render, write_project
 from .errors import UserError
 from .lower import Schedule, lower
-from .memory import check_plan, plan_layerwise
+from .memory import plan, replay
 from .pipeline import CalibOptions, Compiled, compile_front
 from .reference import run_int8
 from .run import CModel, run_host_program
@@ -55,14 +55,15 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions)
 
 
 def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, output: str | None,
-             force: bool = False, asan: bool = False, progress: bool = False) -> Generated:
+             force: bool = False, asan: bool = False, progress: bool = False,
+             strategy: str = "streamed") -> Generated:
     target = load_target(target_name)
     if output:
         check_output_dir(Path(output), force)
     compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
-    plan = plan_layerwise(compiled.quant_graph)
-    check_plan(plan)
-    schedule = lower(compiled.quant_graph, plan, target)
+    memory_plan = plan(compiled.quant_graph, strategy)
+    replay(compiled.quant_graph, memory_plan)  # every plan is checked, not trusted
+    schedule = lower(compiled.quant_graph, memory_plan, target)
     files = render(schedule, options_record(target_name, alpha, resolution, weights, calib))
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)

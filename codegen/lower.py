@@ -32,6 +32,7 @@ class Step:
     arrays: tuple  # tuple[ConstArray, ...] in call order
     macs: int
     summary: str  # human-readable one-liner for comments
+    scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
 
 
 @dataclass(frozen=True)
@@ -69,55 +70,96 @@ def _arrays(cname: str, op, with_requant: bool = True) -> tuple:
     return tuple(arrs)
 
 
-def lower(graph: QuantGraph, plan: MemoryPlan, target: Target) -> Schedule:
+def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
+    """A streamed inverted-residual block (mnv2_block_s8): stage A (expansion or stem conv), depthwise, projection,
+    residual ADD."""
     qp, shapes = graph.qparams, graph.shapes
-    steps = []
-    for op in graph.ops:
-        cn = c_name(op.name)
-        if op.kind in ("conv", "depthwise"):
-            ih, iw, ic = shapes[op.input]
-            oh, ow, oc = shapes[op.output]
-            k = op.weight.shape[1] if op.kind == "conv" else op.weight.shape[0]
-            common = dict(kernel=k, stride=op.stride, pad_top=op.padding[0], pad_left=op.padding[2],
-                          in_zp=qp[op.input].zero_point, out_zp=qp[op.output].zero_point,
-                          act_min=op.act_min, act_max=op.act_max)
-            if op.kind == "conv":
-                params = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, **common)
-                macs = oh * ow * oc * k * k * ic
-            else:
-                params = dict(in_h=ih, in_w=iw, channels=ic, out_h=oh, out_w=ow, **common)
-                macs = oh * ow * oc * k * k
-            summary = (f"{op.kind} {k}x{k}/{op.stride} {ih}x{iw}x{ic} -> {oh}x{ow}x{oc}"
-                       f"{'' if op.activation == 'none' else ' ' + op.activation}")
-            steps.append(Step(op.name, cn, op.kind, tuple(params.items()), (op.input,), op.output,
-                              _arrays(cn, op), macs, summary))
-        elif op.kind == "add":
-            a, b = op.inputs
-            params = dict(size=int(np.prod(shapes[op.output])), in1_zp=qp[a].zero_point, in2_zp=qp[b].zero_point,
-                          left_shift=op.left_shift, in1_mult=op.input_multipliers[0], in1_shift=op.input_shifts[0],
-                          in2_mult=op.input_multipliers[1], in2_shift=op.input_shifts[1],
-                          out_mult=op.output_multiplier, out_shift=op.output_shift, out_zp=qp[op.output].zero_point,
-                          act_min=op.act_min, act_max=op.act_max)
-            h, w, c = shapes[op.output]
-            steps.append(Step(op.name, cn, "add", tuple(params.items()), (a, b), op.output, (), 0,
-                              f"add {h}x{w}x{c}"))
-        elif op.kind == "avgpool":
-            h, w, c = shapes[op.input]
-            params = dict(h=h, w=w, channels=c, act_min=op.act_min, act_max=op.act_max)
-            steps.append(Step(op.name, cn, "avgpool", tuple(params.items()), (op.input,), op.output, (), 0,
-                              f"global average pool {h}x{w}x{c} -> {c}"))
-        elif op.kind == "dense":
-            n_out, n_in = op.weight.shape
-            params = dict(in_n=n_in, out_n=n_out, in_zp=qp[op.input].zero_point, mult=op.multiplier,
-                          shift=op.shift, out_zp=qp[op.output].zero_point, act_min=op.act_min, act_max=op.act_max)
-            arrays = _arrays(cn, op, with_requant=False)
-            steps.append(Step(op.name, cn, "fc", tuple(params.items()), (op.input,), op.output, arrays,
-                              n_in * n_out, f"fully connected {n_in} -> {n_out}"))
+    a = ops[unit.a] if unit.a else None
+    b, c = ops[unit.b], ops[unit.c]
+    add = ops[unit.add] if unit.add else None
+    src = unit.inputs[0]
+    in_h, in_w, in_c = shapes[src]
+    mid_h, mid_w, mid_c = shapes[b.input]
+    out_h, out_w, out_c = shapes[unit.output]
+    params = dict(in_h=in_h, in_w=in_w, in_c=in_c,
+                  a_kernel=a.weight.shape[1] if a else 0, a_stride=a.stride if a else 1,
+                  a_pad_top=a.padding[0] if a else 0, a_pad_left=a.padding[2] if a else 0,
+                  mid_h=mid_h, mid_w=mid_w, mid_c=mid_c, in_zp=qp[src].zero_point,
+                  mid_zp=qp[b.input].zero_point, mid_act_min=a.act_min if a else -128,
+                  mid_act_max=a.act_max if a else 127,
+                  b_kernel=b.weight.shape[0], b_stride=b.stride, b_pad_top=b.padding[0], b_pad_left=b.padding[2],
+                  out_h=out_h, out_w=out_w, out_c=out_c,
+                  dw_zp=qp[b.output].zero_point, dw_act_min=b.act_min, dw_act_max=b.act_max,
+                  proj_zp=qp[c.output].zero_point, proj_act_min=c.act_min, proj_act_max=c.act_max,
+                  residual=1 if add else 0, add_left_shift=add.left_shift if add else 0,
+                  add_in_mult=add.input_multipliers[0] if add else 0, add_in_shift=add.input_shifts[0] if add else 0,
+                  add_proj_mult=add.input_multipliers[1] if add else 0,
+                  add_proj_shift=add.input_shifts[1] if add else 0,
+                  add_out_mult=add.output_multiplier if add else 0, add_out_shift=add.output_shift if add else 0,
+                  add_out_zp=qp[add.output].zero_point if add else 0, add_act_min=add.act_min if add else -128,
+                  add_act_max=add.act_max if add else 127)
+    if add is not None:
+        assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
+    arrays = (_arrays(c_name(a.name), a) if a else ()) + _arrays(c_name(b.name), b) + _arrays(c_name(c.name), c)
+    ka = a.weight.shape[1] if a else 0
+    macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
+        b.weight.shape[0] ** 2 + out_c)
+    stages = ([f"{'stem conv' if ka > 1 else 'expand'} {ka}x{ka}/{a.stride} to {mid_h}x{mid_w}x{mid_c}"] if a else [])
+    stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}", f"project to {out_c}"]
+    stages += ["residual add"] if add else []
+    summary = f"streamed block {in_h}x{in_w}x{in_c} -> {out_h}x{out_w}x{out_c}: " + ", ".join(stages)
+    return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), (src,), unit.output, arrays, macs,
+                summary, scratch=unit.scratch)
+
+
+def _op_step(graph: QuantGraph, op) -> Step:
+    qp, shapes = graph.qparams, graph.shapes
+    cn = c_name(op.name)
+    if op.kind in ("conv", "depthwise"):
+        ih, iw, ic = shapes[op.input]
+        oh, ow, oc = shapes[op.output]
+        k = op.weight.shape[1] if op.kind == "conv" else op.weight.shape[0]
+        common = dict(kernel=k, stride=op.stride, pad_top=op.padding[0], pad_left=op.padding[2],
+                      in_zp=qp[op.input].zero_point, out_zp=qp[op.output].zero_point,
+                      act_min=op.act_min, act_max=op.act_max)
+        if op.kind == "conv":
+            params = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, **common)
+            macs = oh * ow * oc * k * k * ic
         else:
-            raise TypeError(f"unknown op kind {op.kind}")
-    for s in steps:
-        for name in s.inputs:
-            assert name in {b.name for b in plan.buffers}, name
+            params = dict(in_h=ih, in_w=iw, channels=ic, out_h=oh, out_w=ow, **common)
+            macs = oh * ow * oc * k * k
+        summary = (f"{op.kind} {k}x{k}/{op.stride} {ih}x{iw}x{ic} -> {oh}x{ow}x{oc}"
+                   f"{'' if op.activation == 'none' else ' ' + op.activation}")
+        return Step(op.name, cn, op.kind, tuple(params.items()), (op.input,), op.output, _arrays(cn, op), macs,
+                    summary)
+    if op.kind == "add":
+        a, b = op.inputs
+        params = dict(size=int(np.prod(shapes[op.output])), in1_zp=qp[a].zero_point, in2_zp=qp[b].zero_point,
+                      left_shift=op.left_shift, in1_mult=op.input_multipliers[0], in1_shift=op.input_shifts[0],
+                      in2_mult=op.input_multipliers[1], in2_shift=op.input_shifts[1],
+                      out_mult=op.output_multiplier, out_shift=op.output_shift, out_zp=qp[op.output].zero_point,
+                      act_min=op.act_min, act_max=op.act_max)
+        h, w, c = shapes[op.output]
+        return Step(op.name, cn, "add", tuple(params.items()), (a, b), op.output, (), 0, f"add {h}x{w}x{c}")
+    if op.kind == "avgpool":
+        h, w, c = shapes[op.input]
+        params = dict(h=h, w=w, channels=c, act_min=op.act_min, act_max=op.act_max)
+        return Step(op.name, cn, "avgpool", tuple(params.items()), (op.input,), op.output, (), 0,
+                    f"global average pool {h}x{w}x{c} -> {c}")
+    if op.kind == "dense":
+        n_out, n_in = op.weight.shape
+        params = dict(in_n=n_in, out_n=n_out, in_zp=qp[op.input].zero_point, mult=op.multiplier,
+                      shift=op.shift, out_zp=qp[op.output].zero_point, act_min=op.act_min, act_max=op.act_max)
+        return Step(op.name, cn, "fc", tuple(params.items()), (op.input,), op.output,
+                    _arrays(cn, op, with_requant=False), n_in * n_out, f"fully connected {n_in} -> {n_out}")
+    raise TypeError(f"unknown op kind {op.kind}")
+
+
+def lower(graph: QuantGraph, plan: MemoryPlan, target: Target) -> Schedule:
+    """One Step per unit of the plan."""
+    ops = {op.name: op for op in graph.ops}
+    steps = [(_block_step(graph, u, ops) if u.kind == "block" else _op_step(graph, ops[u.ops[0]]))
+             for u in plan.units]
     names = [s.cname for s in steps]
     assert len(set(names)) == len(names), "C names collide"
     return Schedule(graph=graph, plan=plan, target=target, steps=tuple(steps))

@@ -1,7 +1,15 @@
-"""Memory planning: every activation tensor (the input image included) gets an offset in one static arena.
+"""Memory planning: execution units (single ops or streamed blocks) and their buffers in one static arena.
 
-Contract: a buffer is live from the op that writes it (index -1 for the graph input) through the last op that reads
-it; two buffers whose live ranges intersect never overlap in the arena. Offsets are multiples of ALIGN bytes.
+Contracts. Sizes in bytes (int8 activations). The arena holds the input image, every activation tensor that exists
+between units, and each unit's scratch. A tensor is live from the unit that writes it (-1: the input, written by the
+caller) to the last unit that reads it (len(units): the output, read by the caller).
+Two plans:
+- `layerwise`: one unit per op, every tensor materialized, no overlap of live tensors (the baseline, as TFLM).
+- `streamed`: each inverted-residual block is one unit run row by row (expansion rows in a ring of line buffers,
+  depthwise + projection pixel by pixel: the wide expanded tensor never exists), the stem is fused into the first
+  block, and a unit's output may overlap input rows it has consumed (residual blocks run fully in place). Where a
+  unit's output overlaps its input, the offset is the smallest one that `row_constraints` proves safe, and
+  `replay` re-checks the plan against the kernels' actual read/write order.
 """
 from __future__ import annotations
 
@@ -9,25 +17,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .graph import QuantGraph, op_inputs
+from .graph import QuantGraph
 
 ALIGN = 16
+STRATEGIES = ("streamed", "layerwise")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One kernel call. `ops` are graph op names executed by it, in order. For kind "block" the stages are:
+    `a` (expansion 1x1 or the stem conv; None when absent), `b` (depthwise), `c` (projection), `add` (or None)."""
+    kind: str  # block | conv | depthwise | add | avgpool | dense
+    ops: tuple
+    inputs: tuple  # tensors read from the arena
+    output: str
+    scratch: int  # bytes
+    a: str | None = None
+    b: str | None = None
+    c: str | None = None
+    add: str | None = None
 
 
 @dataclass(frozen=True)
 class Buffer:
-    name: str  # tensor name
-    size: int  # bytes (int8 elements)
-    offset: int  # bytes from the arena start
-    first: int  # index of the op writing it (-1: the graph input, written by the caller)
-    last: int  # index of the last op reading it (len(ops): the graph output, read by the caller)
+    name: str  # tensor name, or "<unit output>/scratch"
+    size: int
+    offset: int
+    first: int  # unit index writing it (-1: the graph input)
+    last: int  # last unit index reading it (len(units): the graph output)
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
     strategy: str
     arena_bytes: int
-    buffers: tuple  # tuple[Buffer, ...], in order of first use
+    units: tuple  # tuple[Unit, ...]
+    buffers: tuple  # tuple[Buffer, ...] (activations, then scratch)
 
     def buffer(self, name: str) -> Buffer:
         for b in self.buffers:
@@ -35,59 +60,375 @@ class MemoryPlan:
                 return b
         raise KeyError(name)
 
-    def live_bytes(self, step: int) -> int:
-        """Bytes of buffers live while op `step` runs."""
-        return sum(b.size for b in self.buffers if b.first <= step <= b.last)
+    def live_bytes(self, unit: int) -> int:
+        """Bytes of buffers live while unit `unit` runs (overlapping buffers counted once each)."""
+        return sum(b.size for b in self.buffers if b.first <= unit <= b.last)
 
 
-def _align(n: int) -> int:
+def align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def lifetimes(graph: QuantGraph) -> dict:
-    """{tensor: (first, last)} as defined in the module contract."""
-    first = {graph.input: -1}
-    last = {graph.input: -1}
-    for i, op in enumerate(graph.ops):
-        for name in op_inputs(op):
+def tensor_bytes(graph: QuantGraph, name: str) -> int:
+    return int(np.prod(graph.shapes[name]))
+
+
+def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int) -> int:
+    """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE): a ring of b_kernel mid rows
+    when there is a stage A, plus one mid pixel."""
+    return (b_kernel * mid_w * mid_c if a_kernel > 0 else 0) + mid_c
+
+
+# ------------------------------------------------------------------------------------------------ units
+def _ops_by_name(graph: QuantGraph) -> dict:
+    return {op.name: op for op in graph.ops}
+
+
+def layerwise_units(graph: QuantGraph) -> tuple:
+    units = []
+    for op in graph.ops:
+        inputs = tuple(op.inputs) if op.kind == "add" else (op.input,)
+        units.append(Unit(op.kind, (op.name,), inputs, op.output, 0))
+    return tuple(units)
+
+
+def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str) -> int:
+    dw = ops[b]
+    mid_h, mid_w, mid_c = graph.shapes[dw.input]
+    a_kernel = ops[a].weight.shape[1] if a else 0
+    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c)
+
+
+def streamed_units(graph: QuantGraph) -> tuple:
+    """Blocks (expand? -> depthwise -> project -> add?) become one unit each; the stem conv becomes stage A of the
+    first block when that block has no expansion and no residual."""
+    ops = _ops_by_name(graph)
+    units: list[Unit] = []
+    pending_stem = None
+    for name, members in graph.blocks:
+        kinds = [ops[m].kind for m in members]
+        if name == "stem":
+            pending_stem = members[0]
+            continue
+        if "depthwise" in kinds:
+            expand = next((m for m in members if m.endswith("/expand")), None)
+            dw = next(m for m in members if ops[m].kind == "depthwise")
+            proj = next(m for m in members if m.endswith("/project"))
+            add = next((m for m in members if ops[m].kind == "add"), None)
+            block_input = ops[expand].input if expand else ops[dw].input
+            a = expand
+            if pending_stem is not None:
+                if expand is None and add is None:
+                    a, block_input = pending_stem, ops[pending_stem].input
+                else:
+                    stem = ops[pending_stem]
+                    units.append(Unit("conv", (pending_stem,), (stem.input,), stem.output, 0))
+                pending_stem = None
+            member_ops = tuple(x for x in (a, dw, proj, add) if x)
+            output = add or proj
+            units.append(Unit("block", member_ops, (block_input,), output, unit_scratch(graph, ops, a, dw),
+                              a=a, b=dw, c=proj, add=add))
+        else:
+            for m in members:
+                op = ops[m]
+                inputs = tuple(op.inputs) if op.kind == "add" else (op.input,)
+                units.append(Unit(op.kind, (m,), inputs, op.output, 0))
+    return tuple(units)
+
+
+# ------------------------------------------------------------------------------------------------ streaming order
+def row_constraints(graph: QuantGraph, unit: Unit) -> list[tuple[int, int]] | None:
+    """For a unit whose output may overlap its (single) input: [(output bytes written when output row r is finished,
+    input bytes that are free by then)], one pair per output row; None when the output must not overlap the input.
+    "Free" = the leading input rows that neither this row nor any later row reads. A residual block may run exactly
+    in place (its residual reads are pixel by pixel, before the write): that case is row r free up to row r."""
+    ops = _ops_by_name(graph)
+    out_shape = graph.shapes[unit.output]
+    if len(unit.inputs) != 1 or len(graph.shapes[unit.inputs[0]]) != 3 or len(out_shape) != 3:
+        return None
+    in_h, in_w, in_c = graph.shapes[unit.inputs[0]]
+    out_h, out_w, out_c = out_shape
+    ri, ro = in_w * in_c, out_w * out_c
+    pairs = []
+    if unit.kind == "block":
+        dw = ops[unit.b]
+        kb, sb, pb = dw.weight.shape[0], dw.stride, dw.padding[0]
+        mid_h = graph.shapes[dw.input][0]
+        if unit.a is not None:
+            a = ops[unit.a]
+            ka, sa, pa = a.weight.shape[1], a.stride, a.padding[0]
+        for r in range(out_h):
+            if unit.a is not None:
+                next_mid = min(mid_h, r * sb - pb + kb)  # first mid row computed after output row r
+                free = in_h if next_mid >= mid_h else max(0, next_mid * sa - pa)
+            else:
+                free = max(0, r * sb - pb)  # the depthwise reads input rows directly while writing row r
+            if unit.add is not None:
+                free = min(free, r + 1)  # residual: row r read pixel by pixel before it is overwritten
+            pairs.append(((r + 1) * ro, free * ri))
+        return pairs
+    if unit.kind == "conv":
+        op = ops[unit.ops[0]]
+        k, s, p = op.weight.shape[1], op.stride, op.padding[0]
+        if k == 1 and s == 1 and not any(op.padding):
+            pixels = in_h * in_w  # the 1x1 kernel reads pixel p while writing output pixel p
+            return [((q + 1) * out_c, q * in_c) for q in range(pixels)]
+        return [((r + 1) * ro, max(0, min(in_h, r * s - p)) * ri) for r in range(out_h)]
+    return None
+
+
+def min_offset_gap(graph: QuantGraph, unit: Unit) -> int:
+    """The smallest d >= 0 such that the output may start d bytes below the input's start."""
+    pairs = row_constraints(graph, unit)
+    if pairs is None:
+        return tensor_bytes(graph, unit.output)
+    return max(0, max(written - free for written, free in pairs))
+
+
+# ------------------------------------------------------------------------------------------------ planners
+def _lifetimes(graph: QuantGraph, units: tuple) -> dict:
+    first, last = {graph.input: -1}, {graph.input: -1}
+    for i, u in enumerate(units):
+        for name in u.inputs:
             last[name] = i
-        first[op.output] = i
-        last.setdefault(op.output, i)
-    last[graph.output] = len(graph.ops)
+        first[u.output] = i
+        last.setdefault(u.output, i)
+    last[graph.output] = len(units)
     return {n: (first[n], last[n]) for n in first}
 
 
-def plan_layerwise(graph: QuantGraph) -> MemoryPlan:
-    """Greedy by size (as TFLM's GreedyMemoryPlanner): largest buffers first, each at the lowest offset that does not
-    overlap a placed buffer with an intersecting live range."""
-    life = lifetimes(graph)
-    sizes = {n: int(np.prod(graph.shapes[n])) for n in life}
-    order = sorted(life, key=lambda n: (-sizes[n], life[n][0], n))
-    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+def _greedy(graph: QuantGraph, units: tuple, strategy: str) -> MemoryPlan:
+    """Greedy by size (as TFLM's GreedyMemoryPlanner): largest first, lowest offset with no live-range conflict."""
+    life = _lifetimes(graph, units)
+    sizes = {n: tensor_bytes(graph, n) for n in life}
+    for i, u in enumerate(units):
+        if u.scratch:
+            name = f"{u.output}/scratch"
+            life[name], sizes[name] = (i, i), u.scratch
+    placed: list[tuple[int, int, int, int]] = []
     offsets = {}
-    for name in order:
+    for name in sorted(life, key=lambda n: (-sizes[n], life[n][0], n)):
         f, l = life[name]
-        conflicts = sorted((o, e) for o, e, pf, pl in placed if not (pl < f or l < pf))
         offset = 0
-        for o, e in conflicts:
+        for o, e in sorted((o, e) for o, e, pf, pl in placed if not (pl < f or l < pf)):
             if offset + sizes[name] <= o:
                 break
-            offset = max(offset, _align(e))
+            offset = max(offset, align(e))
         offsets[name] = offset
         placed.append((offset, offset + sizes[name], f, l))
     buffers = tuple(sorted((Buffer(n, sizes[n], offsets[n], *life[n]) for n in life), key=lambda b: (b.first, b.name)))
-    arena = _align(max(b.offset + b.size for b in buffers))
-    return MemoryPlan(strategy="layerwise", arena_bytes=arena, buffers=buffers)
+    return MemoryPlan(strategy, align(max(b.offset + b.size for b in buffers)), units, buffers)
 
 
-def check_plan(plan: MemoryPlan) -> None:
-    """Raises AssertionError if two buffers with intersecting live ranges share bytes, or one leaves the arena."""
-    bufs = plan.buffers
-    for b in bufs:
-        assert 0 <= b.offset and b.offset + b.size <= plan.arena_bytes, f"{b.name} leaves the arena"
-        assert b.offset % ALIGN == 0, f"{b.name} is misaligned"
-    for i, a in enumerate(bufs):
-        for b in bufs[i + 1:]:
-            if not (a.last < b.first or b.last < a.first):
-                assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, \
-                    f"{a.name} and {b.name} are live together and overlap"
+def plan_layerwise(graph: QuantGraph) -> MemoryPlan:
+    return _greedy(graph, layerwise_units(graph), "layerwise")
+
+
+# Interval sets of feasible start offsets: sorted, disjoint [lo, hi] pairs (inclusive), multiples of ALIGN.
+def _clip(intervals: list, lo: int, hi: int) -> list:
+    return [(max(a, lo), min(b, hi)) for a, b in intervals if max(a, lo) <= min(b, hi)]
+
+
+def _union(intervals: list) -> list:
+    out: list = []
+    for a, b in sorted(intervals):
+        if out and a <= out[-1][1] + ALIGN:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _down(x: int) -> int:
+    return x // ALIGN * ALIGN
+
+
+def _place_chain(graph: QuantGraph, units: tuple, arena: int) -> tuple | None:
+    """Exact feasibility of a chain of single-input units in `arena` bytes: returns ({tensor: offset},
+    {unit index: scratch offset}) or None. Unit k's scratch sits at the arena's bottom or top (either); its output
+    lies either entirely above its input or starts at least the proven gap below the input's start (overlapping the
+    consumed rows). Forward pass: the set of feasible offsets of each tensor (interval sets); backward pass: one
+    consistent choice."""
+    size = {graph.input: tensor_bytes(graph, graph.input)}
+    for u in units:
+        size[u.output] = tensor_bytes(graph, u.output)
+    gaps = [align(min_offset_gap(graph, u)) for u in units]
+    scratch = [align(u.scratch) for u in units]
+
+    def allowed(k: int, side: str, name: str) -> tuple[int, int]:
+        """Start offsets of tensor `name` compatible with unit k's scratch on `side`."""
+        if side == "bottom":
+            return scratch[k], _down(arena - size[name])
+        return 0, _down(arena - scratch[k] - size[name])
+
+    feasible = [[(0, _down(arena - size[graph.input]))]]
+    for k, u in enumerate(units):
+        src, out = u.inputs[0], u.output
+        nxt = []
+        for side in ("bottom", "top"):
+            ins = _clip(feasible[k], *allowed(k, side, src))
+            if not ins:
+                continue
+            lo, hi = allowed(k, side, out)
+            reach = [(-(1 << 62), ins[-1][1] - gaps[k]), (align(ins[0][0] + size[src]), 1 << 62)]
+            nxt += _clip(reach, lo, hi)
+        nxt = _union(nxt)
+        if not nxt:
+            return None
+        feasible.append(nxt)
+    offsets = {units[-1].output: feasible[-1][-1][1]} if units else {graph.input: feasible[0][-1][1]}
+    scratch_at = {}
+    for k in range(len(units) - 1, -1, -1):
+        u = units[k]
+        src, o = u.inputs[0], offsets[u.output]
+        for side in ("bottom", "top"):
+            lo, hi = allowed(k, side, u.output)
+            if not lo <= o <= hi:
+                continue
+            ins = _clip(feasible[k], *allowed(k, side, src))
+            below = [max(a, align(o + gaps[k])) for a, b in ins if max(a, align(o + gaps[k])) <= b]
+            above = [min(b, _down(o - size[src])) for a, b in ins if min(b, _down(o - size[src])) >= a]
+            if below or above:
+                offsets[src] = below[0] if below else above[-1]
+                scratch_at[k] = 0 if side == "bottom" else _down(arena - scratch[k])
+                break
+        else:
+            raise AssertionError("inconsistent forward pass")
+    return offsets, scratch_at
+
+
+def plan_streamed(graph: QuantGraph) -> MemoryPlan:
+    """The smallest arena (to ALIGN bytes) for which `_place_chain` finds a placement, by bisection."""
+    units = streamed_units(graph)
+    if any(len(u.inputs) != 1 for u in units):  # a stand-alone ADD (not fused): greedy placement
+        return _greedy(graph, units, "streamed")
+    life = _lifetimes(graph, units)
+    lo = 0
+    hi = align(sum(tensor_bytes(graph, n) for n in life) + sum(align(u.scratch) for u in units) + ALIGN)
+    assert _place_chain(graph, units, hi) is not None
+    while hi - lo > ALIGN:
+        mid = align((lo + hi) // 2)
+        if mid >= hi:
+            break
+        if _place_chain(graph, units, mid) is not None:
+            hi = mid
+        else:
+            lo = mid
+    offset, scratch_at = _place_chain(graph, units, hi)
+    buffers = [Buffer(n, tensor_bytes(graph, n), offset[n], *life[n]) for n in life]
+    buffers += [Buffer(f"{u.output}/scratch", u.scratch, scratch_at[i], i, i) for i, u in enumerate(units)
+                if u.scratch]
+    return MemoryPlan("streamed", hi, units, tuple(sorted(buffers, key=lambda b: (b.first, b.name))))
+
+
+def plan(graph: QuantGraph, strategy: str = "streamed") -> MemoryPlan:
+    if strategy == "streamed":
+        return plan_streamed(graph)
+    if strategy == "layerwise":
+        return plan_layerwise(graph)
+    raise ValueError(f"unknown memory strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+
+
+# ------------------------------------------------------------------------------------------------ checker
+class PlanError(AssertionError):
+    pass
+
+
+def _unit_events(graph: QuantGraph, unit: Unit):
+    """The kernel's memory accesses in execution order, as ("r"|"w", tensor, first byte, end byte) events, at row
+    granularity (pixel granularity where a kernel reads and writes pixel by pixel). Derived from the kernels' loop
+    structure, independently of `row_constraints`."""
+    ops = _ops_by_name(graph)
+    out_shape = graph.shapes[unit.output]
+    if unit.kind == "block":
+        src = unit.inputs[0]
+        in_h, in_w, in_c = graph.shapes[src]
+        out_h, out_w, out_c = out_shape
+        ri, ro = in_w * in_c, out_w * out_c
+        dw = ops[unit.b]
+        kb, sb, pb = dw.weight.shape[0], dw.stride, dw.padding[0]
+        mid_h = graph.shapes[dw.input][0]
+        next_mid = 0
+        for r in range(out_h):
+            lo, hi = r * sb - pb, min(mid_h, r * sb - pb + kb)
+            if unit.a is not None:
+                a = ops[unit.a]
+                ka, sa, pa = a.weight.shape[1], a.stride, a.padding[0]
+                while next_mid < hi:
+                    y0, y1 = max(0, next_mid * sa - pa), min(in_h, next_mid * sa - pa + ka)
+                    yield ("r", src, y0 * ri, y1 * ri)
+                    next_mid += 1
+            for x in range(out_w):
+                if unit.a is None:
+                    yield ("r", src, max(0, lo) * ri, hi * ri)
+                if unit.add is not None:
+                    yield ("r", src, (r * in_w + x) * in_c, (r * in_w + x + 1) * in_c)
+                yield ("w", unit.output, (r * out_w + x) * out_c, (r * out_w + x + 1) * out_c)
+        return
+    if unit.kind == "conv":
+        op = ops[unit.ops[0]]
+        src = unit.inputs[0]
+        in_h, in_w, in_c = graph.shapes[src]
+        out_h, out_w, out_c = out_shape
+        k, s, p = op.weight.shape[1], op.stride, op.padding[0]
+        for r in range(out_h):
+            for x in range(out_w):
+                y0, y1 = max(0, r * s - p), min(in_h, r * s - p + k)
+                if k == 1 and s == 1 and not any(op.padding):
+                    yield ("r", src, (r * in_w + x) * in_c, (r * in_w + x + 1) * in_c)
+                else:
+                    yield ("r", src, y0 * in_w * in_c, y1 * in_w * in_c)
+                yield ("w", unit.output, (r * out_w + x) * out_c, (r * out_w + x + 1) * out_c)
+        return
+    for name in unit.inputs:  # other kernels: read everything, then write everything
+        yield ("r", name, 0, tensor_bytes(graph, name))
+    yield ("w", unit.output, 0, tensor_bytes(graph, unit.output))
+
+
+def replay(graph: QuantGraph, plan: MemoryPlan) -> None:
+    """Replays every unit's reads and writes against the plan's offsets; raises PlanError on a write over bytes
+    that are still to be read (by this unit later, or by a later unit), on buffers leaving the arena, and on scratch
+    overlapping a live tensor."""
+    for b in plan.buffers:
+        if b.offset < 0 or b.offset + b.size > plan.arena_bytes:
+            raise PlanError(f"{b.name} leaves the arena")
+        if b.offset % ALIGN:
+            raise PlanError(f"{b.name} is misaligned")
+    offset = {b.name: b.offset for b in plan.buffers}
+    # bytes still to be read: per tensor, per byte, the index of its last future read (events are numbered)
+    events = []
+    for i, u in enumerate(plan.units):
+        for ev in _unit_events(graph, u):
+            events.append((i,) + ev)
+    last_read: dict[str, np.ndarray] = {}
+    written: dict[str, np.ndarray] = {}  # per byte: index of the event that wrote it (-1: written by the caller)
+    for name in offset:
+        if not name.endswith("/scratch"):
+            last_read[name] = np.full(tensor_bytes(graph, name), -1, dtype=np.int64)
+            written[name] = np.full(tensor_bytes(graph, name), -1 if name == graph.input else len(events) + 1,
+                                    dtype=np.int64)
+    for idx, (i, kind, name, lo, hi) in enumerate(events):
+        if kind == "r":
+            last_read[name][lo:hi] = idx
+        else:
+            written[name][lo:hi] = np.minimum(written[name][lo:hi], idx)
+    last_read[graph.output][:] = len(events)  # read by the caller after the last unit
+    live_in = {i: [b for b in plan.buffers if b.first <= i <= b.last and not b.name.endswith("/scratch")]
+               for i in range(len(plan.units))}
+    for i, u in enumerate(plan.units):  # scratch must not overlap anything live during its unit
+        if u.scratch:
+            s0 = offset[f"{u.output}/scratch"]
+            s1 = s0 + u.scratch
+            for b in live_in[i]:
+                if b.offset < s1 and s0 < b.offset + b.size:
+                    raise PlanError(f"scratch of unit {i} ({u.output}) overlaps live {b.name}")
+    for idx, (i, kind, name, lo, hi) in enumerate(events):
+        if kind != "w":
+            continue
+        w0, w1 = offset[name] + lo, offset[name] + hi
+        for b in live_in[i]:
+            if b.name == name:
+                continue
+            a, e = max(w0, b.offset) - b.offset, min(w1, b.offset + b.size) - b.offset
+            if a < e and ((written[b.name][a:e] < idx) & (last_read[b.name][a:e] > idx)).any():
+                raise PlanError(f"unit {i} writes {name}[{lo}:{hi}] over {b.name} bytes still to be read")

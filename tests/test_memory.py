@@ -1,0 +1,123 @@
+"""The memory planner: the replay checker passes for every planned model and catches broken plans; the streamed
+plan meets its size goals; the generated code executes exactly the model's MACs (no recomputation)."""
+import ctypes
+import subprocess
+from dataclasses import replace
+
+
+import numpy as np
+import pytest
+
+from codegen import dataset
+from codegen.emit import render
+from codegen.frontend import to_float_graph
+from codegen.lower import lower
+from codegen.memory import PlanError, block_scratch_bytes, plan, replay, streamed_units
+from codegen.quantize import calibrate, quantize
+from codegen.reference import run_int8
+from codegen.targets import load_target
+from codegen.verify import verification_inputs
+from conftest import random_model, synthetic_info
+
+KIB = 1024
+
+
+def quant_graph(alpha, res, **ablation):
+    info = synthetic_info(alpha, (res, res) if isinstance(res, int) else res, **ablation)
+    fg = to_float_graph(random_model(info, bn_images=4), info)
+    return quantize(fg, calibrate(fg, dataset.make_split("calib", 2, info.resolution)[0]))
+
+
+@pytest.mark.parametrize("res", [96, 144, 224])
+@pytest.mark.parametrize("alpha", [0.35, 0.5, 0.75, 1.0, 1.4])
+def test_replay_passes_and_streaming_wins(alpha, res):
+    g = quant_graph(alpha, res)
+    layerwise, streamed = plan(g, "layerwise"), plan(g, "streamed")
+    replay(g, layerwise)
+    replay(g, streamed)
+    assert streamed.arena_bytes < layerwise.arena_bytes / 3
+    assert not any(b.name.endswith(("/expand", "/dw")) for b in streamed.buffers)  # wide tensors never exist
+
+
+@pytest.mark.parametrize("ablation", [{"residual": False}, {"linear_bottleneck": False}, {"expansion": 4},
+                                      {"activation": "relu"}])
+def test_replay_ablations(ablation):
+    g = quant_graph(0.35, (128, 96), **ablation)
+    replay(g, plan(g, "streamed"))
+
+
+@pytest.mark.parametrize("alpha,res,goal_kib", [(0.35, 96, 40), (0.35, 144, 80)])
+def test_size_goals(alpha, res, goal_kib):
+    g = quant_graph(alpha, res)
+    p = plan(g, "streamed")
+    image = int(np.prod(g.shapes[g.input]))
+    assert p.arena_bytes >= image  # the arena holds the input image too
+    assert p.arena_bytes <= goal_kib * KIB, p.arena_bytes
+
+
+def test_replay_catches_broken_plans():
+    g = quant_graph(0.35, 96)
+    good = plan(g, "streamed")
+    units = good.units
+    # 1. move a block's output 64 bytes into rows of its input that are still to be expanded
+    u = next(u for u in units if u.kind == "block" and u.add is None and u.a is not None)
+    src, out = good.buffer(u.inputs[0]), good.buffer(u.output)
+    moved = tuple(replace(b, offset=src.offset + 64 * 16) if b.name == out.name else b for b in good.buffers)
+    with pytest.raises(PlanError):
+        replay(g, replace(good, buffers=moved))
+    # 2. put a unit's scratch on top of its input
+    sc = next(b for b in good.buffers if b.name.endswith("/scratch"))
+    unit = units[sc.first]
+    victim = good.buffer(unit.inputs[0])
+    moved = tuple(replace(b, offset=victim.offset) if b.name == sc.name else b for b in good.buffers)
+    with pytest.raises(PlanError):
+        replay(g, replace(good, buffers=moved))
+    # 3. a buffer past the end of the arena
+    with pytest.raises(PlanError):
+        replay(g, replace(good, arena_bytes=good.arena_bytes - 16))
+
+
+def test_scratch_formula_matches_units():
+    g = quant_graph(1.0, 96)
+    for u in streamed_units(g):
+        if u.kind == "block":
+            dw = next(op for op in g.ops if op.name == u.b)
+            _, mid_w, mid_c = g.shapes[dw.input]
+            ka = 3 if u.a == "stem" else (1 if u.a else 0)
+            assert u.scratch == block_scratch_bytes(ka, 3, mid_w, mid_c)
+
+
+@pytest.mark.parametrize("strategy", ["streamed", "layerwise"])
+def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy):
+    """Built with MNV2_COUNT_MACS, the kernels count every MAC they compute; the total equals the model's MAC count
+    (from the graph's shapes), so the streamed blocks recompute nothing. The same build is also bit-exact."""
+    g = quant_graph(0.5, (96, 80))
+    p = plan(g, strategy)
+    files = render(lower(g, p, load_target("host")), {"target": "host"})
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    lib = tmp_path / "libcount.so"
+    subprocess.run(["gcc", "-std=c99", "-O1", "-shared", "-fPIC", "-DMNV2_COUNT_MACS", "-Wall", "-Wextra", "-Werror",
+                    "-Wno-overlength-strings", "-o", str(lib), "mnv2_model.c", "mnv2_weights.c", "mnv2_kernels.c"],
+                   cwd=tmp_path, check=True)
+    c = ctypes.CDLL(str(lib))
+    counter = ctypes.c_uint64.in_dll(c, "mnv2_mac_count")
+    _, x = verification_inputs(g, 2)
+    out = np.zeros((2, 10), np.int8)
+    for i in range(2):
+        counter.value = 0
+        c.mnv2_invoke(x[i].ctypes.data_as(ctypes.c_void_p), out[i].ctypes.data_as(ctypes.c_void_p))
+        model_macs = 0
+        for op in g.ops:
+            if op.kind == "conv":
+                oh, ow, oc = g.shapes[op.output]
+                model_macs += oh * ow * oc * int(np.prod(op.weight.shape[1:]))
+            elif op.kind == "depthwise":
+                oh, ow, oc = g.shapes[op.output]
+                model_macs += oh * ow * oc * op.weight.shape[0] * op.weight.shape[1]
+            elif op.kind == "dense":
+                model_macs += op.weight.size
+        assert counter.value == model_macs
+    assert np.array_equal(out, run_int8(g, x))
+
