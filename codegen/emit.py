@@ -31,6 +31,9 @@ KERNELS = {"conv": ("mnv2_conv_s8", "mnv2_conv_params_t"), "depthwise": ("mnv2_d
            "add": ("mnv2_add_s8", "mnv2_add_params_t"), "avgpool": ("mnv2_avgpool_s8", "mnv2_avgpool_params_t"),
            "fc": ("mnv2_fc_s8", "mnv2_fc_params_t"), "block": ("mnv2_block_s8", "mnv2_block_params_t")}
 MODEL_SOURCES = ("mnv2_model.c", "mnv2_weights.c", "mnv2_kernels.c")
+# metadata.json keys that the build fills in afterwards (measured from the built firmware): not part of the
+# "these are the same files" comparison of write_project.
+MEASURED_KEYS = ("fit",)
 BYTES_PER_LINE = 24
 INTS_PER_LINE = 8
 
@@ -89,14 +92,32 @@ def _offset_macro(tensor: str) -> str:
     return f"MNV2_{c_name(tensor).upper()}_OFFSET"
 
 
-def metadata(schedule: Schedule, options: dict, digest: str) -> dict:
+def firmware_files(target) -> dict[str, bytes]:
+    """{project path: bytes} of the hand-written firmware an MCU project needs (firmware/ of the compiler)."""
+    root = resource_dir("firmware")
+    out = {}
+    for sub in ("include", "common", target.arch):
+        for p in sorted((root / sub).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                out[f"firmware/{p.relative_to(root).as_posix()}"] = p.read_bytes()
+    out["firmware/mnv2_mcu.h"] = (root / "mnv2_mcu.h").read_bytes()
+    return out
+
+
+def metadata(schedule: Schedule, options: dict, digest: str, files: list[str] | None = None,
+             fit: dict | None = None, test_inputs: list | None = None) -> dict:
     g, plan = schedule.graph, schedule.plan
+    t = schedule.target
     qi, qo = g.qparams[g.input], g.qparams[g.output]
     return {
         "schema": METADATA_SCHEMA, "generator": GENERATOR, "version": __version__, "model_sha256": digest,
         "options": options,
-        "target": {"name": schedule.target.name, "kernels": schedule.target.kernels, "chip": schedule.target.chip,
-                   "sram_bytes": schedule.target.sram_bytes, "flash_bytes": schedule.target.flash_bytes},
+        "target": {"name": t.name, "kind": t.kind, "core": t.core, "kernels": t.kernels, "chip": t.chip,
+                   "sram_bytes": t.sram_bytes, "flash_bytes": t.flash_bytes,
+                   **({"emulator": {"command": t.emulator.command, "machine": t.emulator.machine,
+                                    "counter": t.emulator.counter, "icount_shift": t.emulator.icount_shift,
+                                    "instructions_per_tick": str(t.emulator.instructions_per_tick)},
+                       "stack_bytes": t.stack_bytes} if t.is_mcu else {})},
         "model": {"alpha": g.info.alpha, "resolution": list(g.info.resolution), "activation": g.info.activation,
                   "linear_bottleneck": g.info.linear_bottleneck, "residual": g.info.residual,
                   "expansion": g.info.expansion, "calibration": g.calibration,
@@ -114,13 +135,18 @@ def metadata(schedule: Schedule, options: dict, digest: str) -> dict:
         "plan": {"strategy": plan.strategy, "arena_bytes": plan.arena_bytes,
                  "buffers": [{"name": b.name, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last}
                              for b in plan.buffers]},
-        "files": sorted(["mnv2_model.h", "mnv2_weights.h", "mnv2_kernels.h", "mnv2_requant.h", *MODEL_SOURCES,
+        "files": sorted(files if files is not None else
+                        ["mnv2_model.h", "mnv2_weights.h", "mnv2_kernels.h", "mnv2_requant.h", *MODEL_SOURCES,
                          "host/main.c", "SConstruct", "target.toml", "metadata.json"]),
+        **({"test_inputs": [x["label"] for x in test_inputs]} if test_inputs is not None else {}),
+        **({"fit": fit} if fit is not None else {}),
     }
 
 
-def render(schedule: Schedule, options: dict) -> dict[str, bytes]:
-    """{relative path: file bytes} of the whole project."""
+def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.ndarray]] | None = None,
+           fit: dict | None = None) -> dict[str, bytes]:
+    """{relative path: file bytes} of the whole project. MCU targets embed `test_inputs` ((label, int8 HWC input)
+    pairs, at least one) in their harness; `fit` (codegen.fit) is recorded in metadata.json."""
     env = environment()
     g, plan = schedule.graph, schedule.plan
     digest = model_hash(schedule)
@@ -161,14 +187,52 @@ def render(schedule: Schedule, options: dict) -> dict[str, bytes]:
         "mnv2_weights.c": env.get_template("model/mnv2_weights.c.j2").render(ctx),
         "mnv2_kernels.h": env.get_template("kernels/mnv2_kernels.h.j2").render(provenance=provenance),
         "mnv2_kernels.c": env.get_template(f"kernels/{schedule.target.kernels}.c.j2").render(provenance=provenance),
-        "host/main.c": env.get_template("host/main.c.j2").render(ctx),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }
+    inputs = None
+    if schedule.target.is_mcu:
+        if not test_inputs:
+            raise ValueError("an MCU project needs at least one test input")
+        inputs = [dict(label=label, data=np.asarray(x, dtype=np.int8).reshape(-1)) for label, x in test_inputs]
+        if any(x["data"].size != h * w * c for x in inputs):
+            raise ValueError(f"test inputs must hold {h * w * c} int8 values each")
+        files["mcu/main.c"] = env.get_template("mcu/main.c.j2").render(ctx, test_inputs=inputs)
+    else:
+        files["host/main.c"] = env.get_template("host/main.c.j2").render(ctx)
     out = {k: v.encode() for k, v in files.items()}
     out["mnv2_requant.h"] = (resource_dir("firmware") / "mnv2_requant.h").read_bytes()
-    out["target.toml"] = schedule.target.path.read_bytes()
-    out["metadata.json"] = (json.dumps(metadata(schedule, options, digest), indent=1) + "\n").encode()
+    out["target.toml"] = schedule.target.file_text().encode()
+    if schedule.target.is_mcu:
+        out.update(firmware_files(schedule.target))
+    names = sorted([*out, "metadata.json"])
+    out["metadata.json"] = (json.dumps(metadata(schedule, options, digest, names, fit, inputs), indent=1)
+                            + "\n").encode()
     return out
+
+
+def _same_file(rel: str, old: bytes, new: bytes) -> bool:
+    if old == new:
+        return True
+    if rel != "metadata.json":
+        return False
+    try:
+        a, b = json.loads(old), json.loads(new)
+    except ValueError:
+        return False
+    for k in MEASURED_KEYS:
+        a.pop(k, None)
+        b.pop(k, None)
+    return a == b
+
+
+def update_metadata(out_dir: Path, **entries) -> None:
+    """Adds measured entries (MEASURED_KEYS) to a written project's metadata.json, atomically."""
+    path = Path(out_dir) / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta.update(entries)
+    tmp = path.with_name(".metadata.json.tmp")
+    tmp.write_text(json.dumps(meta, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def is_ours(directory: Path) -> bool:
@@ -195,7 +259,7 @@ def write_project(files: dict[str, bytes], out_dir: Path, force: bool = False) -
     out_dir = Path(out_dir)
     check_output_dir(out_dir, force)
     if out_dir.exists():
-        if all((out_dir / k).is_file() and (out_dir / k).read_bytes() == v for k, v in files.items()):
+        if all((out_dir / k).is_file() and _same_file(k, (out_dir / k).read_bytes(), v) for k, v in files.items()):
             return False
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import fit as fitcheck
 from .build import build
-from .emit import check_output_dir, render, write_project
+from .emit import check_output_dir, render, update_metadata, write_project
+from .emulate import EmulatorRun, default_timeout, run_firmware
 from .errors import UserError
 from .lower import Schedule, lower
 from .memory import plan, replay
@@ -30,6 +32,13 @@ class Generated:
     project: Path
     variant: Path
     written: bool  # False: the directory already held these exact files
+    test_inputs: np.ndarray | None = None  # MCU: the int8 inputs embedded in the firmware (N, H, W, C)
+    fit: dict | None = None  # MCU: codegen.fit's verdict (measured from the ELF where the size tool exists)
+
+    @property
+    def elf(self) -> Path:
+        """MCU: the firmware linked for the emulated board."""
+        return self.variant / "mnv2_board.elf"
 
 
 def default_output(target: str, info) -> Path:
@@ -38,7 +47,8 @@ def default_output(target: str, info) -> Path:
     return Path("build") / f"{target}-a{info.alpha:g}-r{res}"
 
 
-def options_record(target: str, alpha, resolution, weights, calib: CalibOptions) -> dict:
+def options_record(target: str, alpha, resolution, weights, calib: CalibOptions, sram=None, flash=None,
+                   fit_check: bool = True, inputs: str | None = None) -> dict:
     """What the provenance header and metadata.json record; weights by content hash, not by path."""
     rec = {"target": target}
     if alpha is not None:
@@ -51,24 +61,72 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions)
         rec["weights"] = "bundled"
     rec["calibration"] = calib.method if calib.directory is None else f"{calib.method} on a user directory"
     rec["calib_samples"] = str(calib.samples)
+    if sram is not None:
+        rec["sram"] = str(sram)
+    if flash is not None:
+        rec["flash"] = str(flash)
+    if not fit_check:
+        rec["fit_check"] = "off"
+    if inputs is not None:
+        rec["test_inputs"] = inputs
     return rec
 
 
+
 def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, output: str | None,
-             force: bool = False, asan: bool = False, progress: bool = False,
+             force: bool = False, asan: bool = False, progress: bool = False, sram: int | None = None,
+             flash: int | None = None, fit_check: bool = True, test_inputs: np.ndarray | None = None,
+             compiled: Compiled | None = None, image: Path | None = None,
              strategy: str = "streamed") -> Generated:
-    target = load_target(target_name)
+    """Compile, emit and build. MCU targets: the firmware embeds `test_inputs` (int8 (N, H, W, C); default the
+    bundled sample image) and is checked against the chip's SRAM and flash (sizes overridable by `sram`/`flash`)
+    before and after the build, unless `fit_check` is False. `compiled` reuses an earlier front end."""
+    target = load_target(target_name).with_sizes(sram, flash)
     if output:
         check_output_dir(Path(output), force)
-    compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
-    memory_plan = plan(compiled.quant_graph, strategy)
-    replay(compiled.quant_graph, memory_plan)  # every plan is checked, not trusted
-    schedule = lower(compiled.quant_graph, memory_plan, target)
-    files = render(schedule, options_record(target_name, alpha, resolution, weights, calib))
+    if compiled is None:
+        compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
+    mem_plan = plan(compiled.quant_graph, strategy)
+    replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
+    schedule = lower(compiled.quant_graph, mem_plan, target)
+    g = compiled.quant_graph
+    h, w = g.info.resolution
+    what = f"MobileNetV2 alpha {g.info.alpha:g} {h}x{w}"
+    labelled, fit, inputs_note = None, None, None
+    if target.is_mcu:
+        if test_inputs is None:
+            src = Path(image) if image else SAMPLE_IMAGE
+            test_inputs = quantize_images(g, load_image(src, g.info.resolution))
+            labels = [f"image {src.name}"]
+            inputs_note = "image " + (src.name if image is None else f"sha256 {hashlib.sha256(src.read_bytes()).hexdigest()[:16]}")
+        else:
+            test_inputs = np.asarray(test_inputs, dtype=np.int8)
+            labels = [f"test input {i}" for i in range(len(test_inputs))]
+            inputs_note = f"{len(test_inputs)} given inputs, sha256 {hashlib.sha256(test_inputs.tobytes()).hexdigest()[:16]}"
+        labelled = list(zip(labels, test_inputs))
+        fit = fitcheck.estimate(schedule, target, test_inputs.nbytes)
+        if fit_check and not fit["fits"]:
+            raise UserError(fitcheck.message(fit, what, target))
+    options = options_record(target_name, alpha, resolution, weights, calib, sram, flash, fit_check, inputs_note)
+    files = render(schedule, options, test_inputs=labelled, fit=fit)
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)
-    variant = build(project, target, asan=asan) if target.kind == "host" else project
-    return Generated(compiled, schedule, target, project, variant, written)
+    variant = build(project, target, asan=asan)
+    if target.is_mcu:
+        measured = fitcheck.measure(variant / "mnv2_board.elf", schedule, target, test_inputs.nbytes)
+        fit = measured or fit
+        update_metadata(project, fit=fit)
+        if fit_check and not fit["fits"]:
+            raise UserError(fitcheck.message(fit, what, target))
+        if fit_check:
+            build(project, target, what=("chip",))  # the image for the real chip's memory map
+    return Generated(compiled, schedule, target, project, variant, written, test_inputs, fit)
+
+
+def run_emulated(gen: Generated, timeout: float | None = None) -> EmulatorRun:
+    """The MCU firmware on its emulated board: one QEMU run over all embedded inputs."""
+    n = len(gen.test_inputs)
+    return run_firmware(gen.target, gen.elf, timeout or default_timeout(gen.schedule.macs, n))
 
 
 def load_image(path: Path, resolution: tuple[int, int]) -> np.ndarray:
@@ -85,8 +143,17 @@ def load_image(path: Path, resolution: tuple[int, int]) -> np.ndarray:
 
 def run_one(gen: Generated, image: Path | None = None) -> dict:
     """One inference of the built program on an image (the bundled sample by default), checked against the
-    reference."""
+    reference. MCU targets run the inputs embedded at generation time on the emulated board."""
     g = gen.compiled.quant_graph
+    if gen.target.is_mcu:
+        run = run_emulated(gen)
+        x, out = gen.test_inputs, run.outputs
+        ref = run_int8(g, x)
+        top = int(np.argmax(out[0]))
+        return {"image": str(image or SAMPLE_IMAGE.name), "inputs": len(x),
+                "top_class": top, "top_name": g.info.class_names[top], "bit_exact": bool(np.array_equal(out, ref)),
+                "mismatches": int((out != ref).sum()), "instructions": list(run.instructions),
+                "emulator": gen.target.emulator.machine, "emulator_seconds": round(run.seconds, 2)}
     x = quantize_images(g, load_image(image or SAMPLE_IMAGE, g.info.resolution))
     out, _ = run_host_program(gen.variant, x[0])
     ref = run_int8(g, x)[0]

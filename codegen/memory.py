@@ -61,8 +61,15 @@ class MemoryPlan:
         raise KeyError(name)
 
     def live_bytes(self, unit: int) -> int:
-        """Bytes of buffers live while unit `unit` runs (overlapping buffers counted once each)."""
-        return sum(b.size for b in self.buffers if b.first <= unit <= b.last)
+        """Arena bytes in use while unit `unit` runs: the union of the live buffers' byte ranges (a tensor written
+        over another's consumed rows is not counted twice)."""
+        spans = sorted((b.offset, b.offset + b.size) for b in self.buffers if b.first <= unit <= b.last)
+        total, end = 0, 0
+        for lo, hi in spans:
+            if hi > end:
+                total += hi - max(lo, end)
+                end = hi
+        return total
 
 
 def align(n: int) -> int:

@@ -4,6 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Cross compilers and emulators of the MCU targets (targets/*.toml): installed with apt-get when missing and running
+# as root; a few `command -v` checks when present. Without them the MCU tests skip, saying why.
+need=()
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need+=(gcc-arm-none-eabi)
+command -v qemu-system-arm >/dev/null 2>&1 || need+=(qemu-system-arm)
+command -v riscv64-unknown-elf-gcc >/dev/null 2>&1 || need+=(gcc-riscv64-unknown-elf)
+command -v qemu-system-riscv32 >/dev/null 2>&1 || need+=(qemu-system-misc)
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing MCU toolchains and emulators: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    else
+        echo "setup: skipping MCU toolchains (${need[*]} missing; not root or no apt-get): MCU targets cannot" \
+             "build and their tests will be skipped. Install as root: apt-get install --no-install-recommends" \
+             "${need[*]}" >&2
+    fi
+fi
+
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv

@@ -1,0 +1,54 @@
+/* memcpy/memmove/memset/memcmp for -nostdlib builds. gcc turns byte loops into calls to these very functions
+ * (loop distribution), so that transformation is switched off here. */
+#include <stdint.h>
+#include <string.h>
+
+#define MNV2_NO_LIBCALLS __attribute__((optimize("no-tree-loop-distribute-patterns")))
+
+MNV2_NO_LIBCALLS void *memcpy(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if ((((uintptr_t)d | (uintptr_t)s) & 3u) == 0) {
+        for (; n >= 4; n -= 4, d += 4, s += 4) {
+            *(uint32_t *)(void *)d = *(const uint32_t *)(const void *)s;
+        }
+    }
+    while (n--) {
+        *d++ = *s++;
+    }
+    return dst;
+}
+
+MNV2_NO_LIBCALLS void *memmove(void *dst, const void *src, size_t n)
+{
+    unsigned char *d = dst;
+    const unsigned char *s = src;
+    if (d <= s || d >= s + n) {
+        return memcpy(dst, src, n);
+    }
+    while (n--) {
+        d[n] = s[n];
+    }
+    return dst;
+}
+
+MNV2_NO_LIBCALLS void *memset(void *dst, int c, size_t n)
+{
+    unsigned char *d = dst;
+    while (n--) {
+        *d++ = (unsigned char)c;
+    }
+    return dst;
+}
+
+MNV2_NO_LIBCALLS int memcmp(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    for (; n; --n, ++x, ++y) {
+        if (*x != *y) {
+            return *x - *y;
+        }
+    }
+    return 0;
+}

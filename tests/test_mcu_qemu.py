@@ -1,0 +1,113 @@
+"""Generated firmware on emulated boards (QEMU) against the numpy int8 reference: 0 mismatching output elements.
+
+One firmware image per (target, model) embeds all test inputs and runs in one QEMU process; the built firmware and
+its run are shared by the tests of that pair (module-scoped fixture)."""
+import json
+
+import numpy as np
+import pytest
+
+from codegen.checkpoint import bundled_checkpoints
+from codegen.emulate import run_firmware
+from codegen.errors import UserError
+from codegen.generate import generate, run_emulated
+from codegen.pipeline import CalibOptions, compile_front
+from codegen.reference import run_int8
+from codegen.verify import verification_inputs
+from test_targets import MCU_TARGETS, toolchain_missing
+
+ALPHAS = (0.35, 0.5, 0.75, 1.0)
+CALIB = CalibOptions(samples=32)
+INPUTS = 5  # per firmware image: 3 uniformly random int8 inputs + 2 synthetic test images (the requirement: >= 5)
+
+_fronts: dict = {}
+
+
+def front(alpha, resolution, checkpoint_factory):
+    """The compiled front end and the test inputs + reference outputs, once per model (shared by all targets)."""
+    key = (alpha, resolution)
+    if key not in _fronts:
+        bundled = bundled_checkpoints()
+        weights = None if alpha in bundled else str(checkpoint_factory(alpha))  # still training: random weights
+        c = compile_front(alpha if weights is None else None, weights, resolution, CALIB)
+        g = c.quant_graph
+        rand, data = verification_inputs(g, 3, seed=11)
+        x = np.concatenate([rand, data])[:INPUTS]
+        _fronts[key] = (c, x, run_int8(g, x))
+    return _fronts[key]
+
+
+def emulate(target, alpha, resolution, checkpoint_factory, tmp_path_factory):
+    if reason := toolchain_missing(target):
+        pytest.skip(reason)
+    c, x, want = front(alpha, resolution, checkpoint_factory)
+    out = tmp_path_factory.mktemp(f"{target}-a{alpha:g}-r{resolution[0]}") / "proj"
+    gen = generate(target, None, None, None, CALIB, str(out), fit_check=False, test_inputs=x, compiled=c)
+    return gen, run_emulated(gen), want
+
+
+@pytest.fixture(scope="module", params=[(t, a) for t in MCU_TARGETS for a in ALPHAS],
+                ids=lambda p: f"{p[0]}-a{p[1]:g}")
+def fw96(request, checkpoint_factory, tmp_path_factory):
+    target, alpha = request.param
+    return emulate(target, alpha, (96, 96), checkpoint_factory, tmp_path_factory)
+
+
+def test_bit_exact_96(fw96):
+    gen, run, want = fw96
+    got = run.outputs
+    assert got.shape == want.shape and len(got) >= 5
+    assert int((got != want).sum()) == 0
+    assert len(np.unique(want)) > 5
+
+
+def test_instruction_count_and_fit_96(fw96):
+    gen, run, _ = fw96
+    macs = gen.schedule.macs
+    assert len(run.instructions) == len(gen.test_inputs)
+    for n in run.instructions:  # the portable kernels: a handful to a few dozen instructions per MAC
+        assert macs < n < 100 * macs, (n, macs)
+    meta = json.loads((gen.project / "metadata.json").read_text())
+    assert "measured" in meta["fit"]["source"] and meta["options"]["fit_check"] == "off"
+    assert meta["fit"]["sram"]["parts"]["arena"] == gen.schedule.plan.arena_bytes
+
+
+FAULTING_PROGRAM = r"""
+#include "mnv2_mcu.h"
+int main(void)
+{
+    mnv2_sh_write0("about to fault\n");
+    return *(volatile int *)(uintptr_t)0xFFFFFFF0u; /* no memory there on any of the boards */
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "esp32-c3"])
+def test_fault_handler_exits_with_a_distinct_code(target, tmp_path):
+    """The firmware's fault handler (HardFault on Cortex-M, the trap vector on RISC-V) reports the PC and exits with
+    its own status, which the runner turns into one line."""
+    import subprocess
+
+    from codegen.resources import resource_dir
+    from codegen.targets import load_target
+    if reason := toolchain_missing(target):
+        pytest.skip(reason)
+    t = load_target(target)
+    fw = resource_dir("firmware")
+    (tmp_path / "fault.c").write_text(FAULTING_PROGRAM)
+    mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=4096"]
+    cmd = [t.cc, *t.cflags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}", *t.ldflags,
+           "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(tmp_path / "fault.elf"),
+           str(tmp_path / "fault.c"), *[str(fw / s) for s in t.firmware], "-lgcc"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    with pytest.raises(UserError, match=r"crashed \(fault .*pc=[0-9a-f]{8}.*\), exit status 3") as e:
+        run_firmware(t, tmp_path / "fault.elf", timeout=60)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", MCU_TARGETS)
+def test_bit_exact_alpha1_at_224(target, checkpoint_factory, tmp_path_factory):
+    gen, run, want = emulate(target, 1.0, (224, 224), checkpoint_factory, tmp_path_factory)
+    assert run.outputs.shape == want.shape and len(want) >= 5
+    assert int((run.outputs != want).sum()) == 0
