@@ -116,8 +116,10 @@ def metadata(schedule: Schedule, options: dict, digest: str, files: list[str] | 
                    "sram_bytes": t.sram_bytes, "flash_bytes": t.flash_bytes,
                    **({"emulator": {"command": t.emulator.command, "machine": t.emulator.machine,
                                     "counter": t.emulator.counter, "icount_shift": t.emulator.icount_shift,
-                                    "instructions_per_tick": str(t.emulator.instructions_per_tick)},
-                       "stack_bytes": t.stack_bytes} if t.is_mcu else {})},
+                                    "instructions_per_tick": str(t.emulator.instructions_per_tick)}}
+                      if t.emulator is not None else {}),
+                   **({"stack_bytes": t.stack_bytes} if t.is_mcu else {}),
+                   **({"idf_target": t.idf_target} if t.idf_target else {})},
         "model": {"alpha": g.info.alpha, "resolution": list(g.info.resolution), "activation": g.info.activation,
                   "linear_bottleneck": g.info.linear_bottleneck, "residual": g.info.residual,
                   "expansion": g.info.expansion, "calibration": g.calibration,
@@ -196,14 +198,21 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
         inputs = [dict(label=label, data=np.asarray(x, dtype=np.int8).reshape(-1)) for label, x in test_inputs]
         if any(x["data"].size != h * w * c for x in inputs):
             raise ValueError(f"test inputs must hold {h * w * c} int8 values each")
-        files["mcu/main.c"] = env.get_template("mcu/main.c.j2").render(ctx, test_inputs=inputs)
+        if schedule.target.builds_here:  # the emulated board's harness (ESP-IDF-only chips get main/ instead)
+            files["mcu/main.c"] = env.get_template("mcu/main.c.j2").render(ctx, test_inputs=inputs)
+        else:
+            del files["SConstruct"]  # nothing here builds it: ESP-IDF does (CMakeLists.txt)
     else:
         files["host/main.c"] = env.get_template("host/main.c.j2").render(ctx)
     out = {k: v.encode() for k, v in files.items()}
     out["mnv2_requant.h"] = (resource_dir("firmware") / "mnv2_requant.h").read_bytes()
     out["target.toml"] = schedule.target.file_text().encode()
-    if schedule.target.is_mcu:
+    if schedule.target.is_mcu and schedule.target.builds_here:
         out.update(firmware_files(schedule.target))
+    if schedule.target.idf_target:
+        from .espidf import render_espidf
+        out.update(render_espidf(env, dict(ctx, model_sha256=digest), out, schedule, inputs[0]["label"],
+                                 inputs[0]["data"]))
     names = sorted([*out, "metadata.json"])
     out["metadata.json"] = (json.dumps(metadata(schedule, options, digest, names, fit, inputs), indent=1)
                             + "\n").encode()

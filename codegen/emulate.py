@@ -36,17 +36,18 @@ class EmulatorRun:
     log: str
 
 
-def command(target: Target, elf: Path) -> list[str]:
+def command(target: Target, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
+    """The QEMU command line; `extra` options (e.g. a `-plugin`) go before `-kernel`."""
     emu = target.emulator
     return [emu.command, "-M", emu.machine, "-nographic", "-monitor", "none", "-icount",
-            f"shift={emu.icount_shift}", *emu.args, "-kernel", str(elf)]
+            f"shift={emu.icount_shift}", *emu.args, *extra, "-kernel", str(elf)]
 
 
 def default_timeout(macs: int, inputs: int) -> float:
     return TIMEOUT_FLOOR_S + macs * INSTRUCTIONS_PER_MAC * inputs / SLOWEST_INSTRUCTIONS_PER_S
 
 
-def run_firmware(target: Target, elf: Path, timeout: float) -> EmulatorRun:
+def run_firmware(target: Target, elf: Path, timeout: float, extra: tuple[str, ...] = ()) -> EmulatorRun:
     """Runs `elf` on the target's board; a fault, a guard-byte failure, a timeout or unparsable output is a
     one-line UserError."""
     if target.emulator is None:
@@ -54,7 +55,7 @@ def run_firmware(target: Target, elf: Path, timeout: float) -> EmulatorRun:
     if shutil.which(target.emulator.command) is None:
         raise UserError(f"cannot run target {target.name}: emulator '{target.emulator.command}' not found "
                         f"(run scripts/setup.sh as root, or apt-get install qemu-system-arm qemu-system-misc)")
-    cmd = command(target, elf)
+    cmd = command(target, elf, extra)
     start = time.monotonic()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

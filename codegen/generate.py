@@ -111,6 +111,9 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
     files = render(schedule, options, test_inputs=labelled, fit=fit)
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)
+    if not target.builds_here:  # ESP-IDF builds it (its toolchain is not here): generated and fit-checked only
+        return Generated(compiled, schedule, target, project, project / "build" / target.name, written,
+                         test_inputs, fit)
     variant = build(project, target, asan=asan)
     if target.is_mcu:
         measured = fitcheck.measure(variant / "mnv2_board.elf", schedule, target, test_inputs.nbytes)

@@ -51,11 +51,17 @@ class Target:
     defines: tuple[str, ...] = ()
     chip_memory: tuple[tuple[str, int], ...] = ()
     emulator: Emulator | None = None
+    idf_target: str = ""  # ESP-IDF's name of the chip ([espidf] table): the project also gets an ESP-IDF component
     overrides: tuple[tuple[str, int], ...] = field(default=())  # (key, value) set by --sram / --flash
 
     @property
     def is_mcu(self) -> bool:
         return self.kind == "mcu"
+
+    @property
+    def builds_here(self) -> bool:
+        """False for a chip only ESP-IDF builds (no emulated stand-in here): the project is generated, not built."""
+        return not self.is_mcu or self.emulator is not None
 
     def with_sizes(self, sram: int | None = None, flash: int | None = None) -> "Target":
         """The same target with its SRAM and/or flash size overridden (the --sram / --flash options)."""
@@ -108,11 +114,15 @@ def load_target(name: str) -> Target:
                         libs=tuple(data.get("libs", ())), stack_bytes=int(data.get("stack_bytes", 0)),
                         firmware=tuple(data.get("firmware", ())), defines=tuple(data.get("defines", ())),
                         chip_memory=tuple((k, int(v)) for k, v in data.get("chip_memory", {}).items()),
-                        emulator=_emulator(data.get("emulator")))
+                        emulator=_emulator(data.get("emulator")),
+                        idf_target=str(data.get("espidf", {}).get("idf_target", "")))
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise UserError(f"target file {path}: invalid ({e})") from None
     if target.kind not in ("host", "mcu"):
         raise UserError(f"target file {path}: kind must be host or mcu, not {target.kind!r}")
-    if target.kind == "mcu" and (target.emulator is None or not target.arch or not target.firmware):
-        raise UserError(f"target file {path}: an mcu target needs arch, firmware and an [emulator] table")
+    if target.kind == "mcu" and target.emulator is None and not target.idf_target:
+        raise UserError(f"target file {path}: an mcu target needs an [emulator] table (or an [espidf] table: "
+                        f"a chip that only ESP-IDF builds)")
+    if target.kind == "mcu" and target.emulator is not None and (not target.arch or not target.firmware):
+        raise UserError(f"target file {path}: an emulated mcu target needs arch and firmware")
     return target
