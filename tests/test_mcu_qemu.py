@@ -65,8 +65,8 @@ def test_instruction_count_and_fit_96(fw96):
     gen, run, _ = fw96
     macs = gen.schedule.macs
     assert len(run.instructions) == len(gen.test_inputs)
-    for n in run.instructions:  # the portable kernels: a handful to a few dozen instructions per MAC
-        assert macs < n < 100 * macs, (n, macs)
+    for n in run.instructions:  # at most 16 int8 MACs per instruction (a Helium VMLADAV), at most a few dozen
+        assert macs < 16 * n < 1600 * macs, (n, macs)  # instructions per MAC (the portable kernels)
     meta = json.loads((gen.project / "metadata.json").read_text())
     assert "measured" in meta["fit"]["source"] and meta["options"]["fit_check"] == "off"
     assert meta["fit"]["sram"]["parts"]["arena"] == gen.schedule.plan.arena_bytes

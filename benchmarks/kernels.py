@@ -1,0 +1,119 @@
+"""Kernel benchmark: executed instructions per inference and per MAC of each MCU target's selected kernels against
+the portable kernels on the same emulated board, plus the flash split (code vs weights), all measured in this run.
+
+Run: .venv/bin/python benchmarks/kernels.py [--targets cortex-m7 cortex-m55] [--models 0.35@96 0.35@144 1.0@224]
+     [--json]
+For each (target, model) the firmware is generated and built twice, once with the target's `kernels` and once with
+`kernels = "portable"` (the target overridden in memory, nothing on disk changes), and run on the target's QEMU
+board on the bundled sample image; the instructions are the board counter's for the `mnv2_invoke` call (QEMU
+-icount: instructions, not cycles). Each run's output is checked bit-exact against the numpy int8 reference.
+Flash: `size -A` of the board ELF: code = .text + .rodata (kernels, model glue, parameter structs, harness),
+weights = .weights (the .inputs section of test images is not counted).
+A model whose alpha has no bundled checkpoint runs with random weights (the test suite's random MobileNetV2,
+tests/conftest.py; marked "random weights"): the kernels' instruction counts hardly depend on the weight values.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from codegen import generate as gen_mod  # noqa: E402
+from codegen.checkpoint import bundled_checkpoints  # noqa: E402
+from codegen.generate import generate, run_emulated  # noqa: E402
+from codegen.pipeline import CalibOptions, compile_front  # noqa: E402
+from codegen.reference import run_int8  # noqa: E402
+from codegen.targets import load_target  # noqa: E402
+
+CALIB = CalibOptions(samples=8)
+DEFAULT_TARGETS = ("cortex-m7", "cortex-m55")
+DEFAULT_MODELS = ("0.35@96", "0.35@144")  # 1.0@224 on request (a portable run takes minutes of QEMU)
+
+
+def flash_split(elf: Path, size_tool: str) -> dict:
+    out = subprocess.run([size_tool, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sections = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    return {"code_bytes": sections.get(".text", 0) + sections.get(".rodata", 0),
+            "weights_bytes": sections.get(".weights", 0)}
+
+
+def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
+    """Build and run the firmware of `compiled` for the target with `kernels`; instructions, MACs, flash."""
+    base = load_target(target_name)
+    variant = dataclasses.replace(base, kernels=kernels)
+    original = gen_mod.load_target
+    gen_mod.load_target = lambda name: variant if name == target_name else original(name)
+    try:
+        g = generate(target_name, None, None, None, CALIB, str(work / f"{target_name}-{kernels}"), force=True,
+                     fit_check=False, compiled=compiled)
+    finally:
+        gen_mod.load_target = original
+    start = time.monotonic()
+    run = run_emulated(g)
+    seconds = time.monotonic() - start
+    want = run_int8(compiled.quant_graph, g.test_inputs)
+    insns = run.instructions[0]
+    macs = g.schedule.macs
+    return {"kernels": kernels, "instructions": insns, "macs": macs, "instructions_per_mac": insns / macs,
+            "bit_exact": bool(np.array_equal(run.outputs, want)), "qemu_seconds": round(seconds, 2),
+            **flash_split(g.variant / "mnv2_board.elf", variant.size)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
+    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="alpha@resolution, e.g. 1.0@224")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mnv2-bench-") as tmp:
+        for model in args.models:
+            alpha, res = float(model.split("@")[0]), int(model.split("@")[1])
+            weights = None
+            if alpha not in bundled_checkpoints():
+                sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+                from conftest import random_model, synthetic_info  # the test suite's random model
+
+                from codegen.checkpoint import save_checkpoint
+                info = synthetic_info(alpha, (res, res))
+                weights = str(Path(tmp) / f"random-a{alpha:g}.pt")
+                save_checkpoint(random_model(info), info, weights)
+                model += " (random weights)"
+            compiled = compile_front(alpha if weights is None else None, weights, (res, res), CALIB)
+            for t in args.targets:
+                selected = load_target(t).kernels
+                fast = measure(t, selected, compiled, Path(tmp))
+                port = measure(t, "portable", compiled, Path(tmp)) if selected != "portable" else fast
+                rows.append({"target": t, "model": model, "selected": fast, "portable": port,
+                             "speedup": port["instructions"] / fast["instructions"]})
+    if args.json:
+        print(json.dumps(rows))
+        return 0 if all(r["selected"]["bit_exact"] and r["portable"]["bit_exact"] for r in rows) else 1
+    print("| target | model | kernels | instr/inference | instr/MAC | portable instr/MAC | speedup | code | weights "
+          "| bit-exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        s, p = r["selected"], r["portable"]
+        print(f"| {r['target']} | alpha {r['model'].replace('@', ' @ ')} | {s['kernels']} | {s['instructions']:,} | "
+              f"{s['instructions_per_mac']:.2f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
+              f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
+              f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
+    print("MACs per inference: " + ", ".join(sorted({f"{r['model']}: {r['selected']['macs']:,}" for r in rows})))
+    return 0 if all(r["selected"]["bit_exact"] and r["portable"]["bit_exact"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

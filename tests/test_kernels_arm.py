@@ -1,0 +1,434 @@
+"""The Arm kernel variants (templates/kernels/arm_dsp.c.j2, helium.c.j2) against the portable kernels, kernel by
+kernel, on the emulated boards (QEMU).
+
+The portable kernels are the reference here: tests/test_kernels_c.py holds them bit-exact with codegen/reference.py
+(the numpy TFLite/TFLM interpreter) on the host, and the model tests (test_mcu_qemu.py) hold every variant bit-exact
+with it on whole networks. A network only has channel counts that are multiples of 8, though; this test drives the
+variants' edges: random layers of every kernel with odd channel counts and pixel counts (the scalar tails), partial
+windows, stride 2, padding, every buffer-size fallback (wide stage A windows, layers wider than the stack buffers),
+residual blocks run in place (out == in), extreme requantization parameters and accumulators. One firmware per
+(core, variant) builds both kernel sets (the portable one with its functions renamed), generates the cases with a
+seeded PRNG inside the guest, compares every output byte and checks guard bytes after every output and scratch
+buffer.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from codegen.emulate import command
+from codegen.resources import resource_dir
+from codegen.targets import load_target
+from test_targets import toolchain_missing
+
+ROOT = Path(__file__).resolve().parents[1]
+API = ("mnv2_conv_s8", "mnv2_depthwise_s8", "mnv2_add_s8", "mnv2_avgpool_s8", "mnv2_fc_s8", "mnv2_block_s8")
+VARIANTS = [("cortex-m7", "arm_dsp"), ("cortex-m4", "arm_dsp"), ("cortex-m55", "arm_dsp"), ("cortex-m55", "helium")]
+
+DRIVER = r"""
+#include <stdint.h>
+#include <string.h>
+#include "mnv2_kernels.h"
+
+void ref_conv_s8(const mnv2_conv_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
+                 const int32_t *bias, const int32_t *mult, const int32_t *shift);
+void ref_depthwise_s8(const mnv2_dw_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
+                      const int32_t *bias, const int32_t *mult, const int32_t *shift);
+void ref_fc_s8(const mnv2_fc_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight, const int32_t *bias);
+void ref_block_s8(const mnv2_block_params_t *p, const int8_t *in, int8_t *out, int8_t *scratch,
+                  const int8_t *a_w, const int32_t *a_bias, const int32_t *a_mult, const int32_t *a_shift,
+                  const int8_t *b_w, const int32_t *b_bias, const int32_t *b_mult, const int32_t *b_shift,
+                  const int8_t *c_w, const int32_t *c_bias, const int32_t *c_mult, const int32_t *c_shift);
+
+#define GUARD 16
+static uint32_t rng_state = 0x12345678u;
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+static int32_t rint_(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
+
+/* A bump allocator over a static pool; every block is followed by GUARD bytes of 0xA5. */
+static uint8_t pool[1u << 20] __attribute__((aligned(16)));
+static uint32_t used;
+static void *take(uint32_t n)
+{
+    uint8_t *p;
+    used = (used + 3u) & ~3u;
+    if (used + n + GUARD > sizeof pool) {
+        mnv2_sh_write0("pool exhausted\n");
+        mnv2_sh_exit(7);
+    }
+    p = pool + used;
+    memset(p + n, 0xA5, GUARD);
+    used += n + GUARD;
+    return p;
+}
+static int guard_ok(const void *p, uint32_t n)
+{
+    const uint8_t *g = (const uint8_t *)p + n;
+    int i;
+    for (i = 0; i < GUARD; ++i) {
+        if (g[i] != 0xA5) {
+            return 0;
+        }
+    }
+    return 1;
+}
+static int8_t *rand_s8(uint32_t n)
+{
+    int8_t *p = take(n);
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        p[i] = (int8_t)rnd();
+    }
+    return p;
+}
+static int8_t *rand_w(uint32_t n) /* symmetric weights in [-127, 127], sometimes small */
+{
+    int8_t *p = take(n);
+    const int32_t lim = (rnd() & 3u) ? 127 : 3;
+    uint32_t i;
+    for (i = 0; i < n; ++i) {
+        p[i] = (int8_t)rint_(-lim, lim);
+    }
+    return p;
+}
+static int32_t *rand_bias(uint32_t n)
+{
+    int32_t *p;
+    uint32_t i;
+    if ((rnd() & 7u) == 0) {
+        return 0;
+    }
+    p = take(4 * n);
+    for (i = 0; i < n; ++i) {
+        p[i] = rint_(-40000, 40000);
+    }
+    return p;
+}
+static void rand_requant(uint32_t n, int32_t **mult, int32_t **shift)
+{
+    uint32_t i;
+    *mult = take(4 * n);
+    *shift = take(4 * n);
+    for (i = 0; i < n; ++i) {
+        (*mult)[i] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        (*shift)[i] = rint_(-14, 1);
+        if ((rnd() & 31u) == 0) {
+            (*shift)[i] = rint_(-31, 8); /* extremes: wrap-around left shifts, full right shifts */
+        }
+        if ((rnd() & 63u) == 0) {
+            (*mult)[i] = (int32_t)0x80000000u; /* INT32_MIN: the saturating case */
+        }
+    }
+}
+static void rand_act(int32_t *zp, int32_t *lo, int32_t *hi)
+{
+    *zp = rint_(-128, 127);
+    if (rnd() & 1u) {
+        *lo = -128;
+        *hi = 127;
+    } else {
+        *lo = rint_(-128, 0);
+        *hi = rint_(*lo, 127);
+    }
+}
+
+static int fail(const char *what, int32_t index)
+{
+    static char msg[80];
+    const char *hex = "0123456789abcdef";
+    int i, n = 0;
+    while (what[n] && n < 60) {
+        msg[n] = what[n];
+        ++n;
+    }
+    msg[n++] = ' ';
+    for (i = 7; i >= 0; --i) {
+        msg[n++] = hex[((uint32_t)index >> (4 * i)) & 15u];
+    }
+    msg[n++] = '\n';
+    msg[n] = 0;
+    mnv2_sh_write0(msg);
+    return 1;
+}
+
+static int compare(const char *what, int32_t index, const int8_t *a, const int8_t *b, uint32_t n)
+{
+    if (memcmp(a, b, n) != 0) {
+        return fail(what, index);
+    }
+    if (!guard_ok(a, n) || !guard_ok(b, n)) {
+        return fail("guard", index);
+    }
+    return 0;
+}
+
+static int case_conv(int32_t i)
+{
+    mnv2_conv_params_t p;
+    int8_t *in, *w, *o1, *o2;
+    int32_t *bias, *mult, *shift;
+    uint32_t n_in, n_out;
+    int32_t k;
+    memset(&p, 0, sizeof p);
+    k = (rnd() & 1u) ? 1 : 3;
+    p.kernel = k;
+    p.stride = rint_(1, 2);
+    p.in_h = rint_(1, 7);
+    p.in_w = rint_(1, 9);
+    p.in_c = (rnd() & 15u) == 0 ? rint_(500, 700) : rint_(1, 40);
+    p.out_c = rint_(1, 23);
+    if (k == 1 && (rnd() & 1u)) {
+        p.stride = 1; /* the 1x1 fast path */
+    }
+    p.pad_top = k == 3 ? rint_(0, 1) : 0;
+    p.pad_left = k == 3 ? rint_(0, 1) : 0;
+    p.out_h = (p.in_h + p.pad_top + (k == 3 ? rint_(0, 1) : 0) - k) / p.stride + 1;
+    p.out_w = (p.in_w + p.pad_left + (k == 3 ? rint_(0, 1) : 0) - k) / p.stride + 1;
+    if (p.out_h < 1 || p.out_w < 1) {
+        return 0;
+    }
+    p.in_zp = rint_(-128, 127);
+    rand_act(&p.out_zp, &p.act_min, &p.act_max);
+    n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
+    n_out = (uint32_t)(p.out_h * p.out_w * p.out_c);
+    in = rand_s8(n_in);
+    w = rand_w((uint32_t)(p.out_c * k * k * p.in_c));
+    bias = rand_bias((uint32_t)p.out_c);
+    rand_requant((uint32_t)p.out_c, &mult, &shift);
+    o1 = take(n_out);
+    o2 = take(n_out);
+    ref_conv_s8(&p, in, o1, w, bias, mult, shift);
+    mnv2_conv_s8(&p, in, o2, w, bias, mult, shift);
+    return compare("conv", i, o1, o2, n_out);
+}
+
+static int case_depthwise(int32_t i)
+{
+    mnv2_dw_params_t p;
+    int8_t *in, *w, *o1, *o2;
+    int32_t *bias, *mult, *shift;
+    uint32_t n_out;
+    memset(&p, 0, sizeof p);
+    p.kernel = (rnd() & 3u) ? 3 : rint_(1, 5);
+    p.stride = rint_(1, 2);
+    p.in_h = rint_(1, 8);
+    p.in_w = rint_(1, 10);
+    p.channels = rint_(1, 45);
+    p.pad_top = rint_(0, p.kernel / 2);
+    p.pad_left = rint_(0, p.kernel / 2);
+    p.out_h = (p.in_h + 2 * p.pad_top - p.kernel) / p.stride + 1;
+    p.out_w = (p.in_w + 2 * p.pad_left - p.kernel) / p.stride + 1;
+    if (p.out_h < 1 || p.out_w < 1) {
+        return 0;
+    }
+    p.in_zp = rint_(-128, 127);
+    rand_act(&p.out_zp, &p.act_min, &p.act_max);
+    n_out = (uint32_t)(p.out_h * p.out_w * p.channels);
+    in = rand_s8((uint32_t)(p.in_h * p.in_w * p.channels));
+    w = rand_w((uint32_t)(p.kernel * p.kernel * p.channels));
+    bias = rand_bias((uint32_t)p.channels);
+    rand_requant((uint32_t)p.channels, &mult, &shift);
+    o1 = take(n_out);
+    o2 = take(n_out);
+    ref_depthwise_s8(&p, in, o1, w, bias, mult, shift);
+    mnv2_depthwise_s8(&p, in, o2, w, bias, mult, shift);
+    return compare("depthwise", i, o1, o2, n_out);
+}
+
+static int case_fc(int32_t i)
+{
+    mnv2_fc_params_t p;
+    int8_t *in, *w, *o1, *o2;
+    int32_t *bias, *mult, *shift;
+    memset(&p, 0, sizeof p);
+    p.in_n = rint_(1, 300);
+    p.out_n = rint_(1, 23);
+    p.in_zp = rint_(-128, 127);
+    rand_act(&p.out_zp, &p.act_min, &p.act_max);
+    rand_requant(1, &mult, &shift);
+    p.mult = mult[0];
+    p.shift = shift[0];
+    in = rand_s8((uint32_t)p.in_n);
+    w = rand_w((uint32_t)(p.in_n * p.out_n));
+    bias = rand_bias((uint32_t)p.out_n);
+    o1 = take((uint32_t)p.out_n);
+    o2 = take((uint32_t)p.out_n);
+    ref_fc_s8(&p, in, o1, w, bias);
+    mnv2_fc_s8(&p, in, o2, w, bias);
+    return compare("fc", i, o1, o2, (uint32_t)p.out_n);
+}
+
+/* Whether the block may run exactly in place (out == in): the memory planner's rule (codegen/memory.py
+ * row_constraints): output row r may overwrite input rows that neither it nor a later row still reads. */
+static int inplace_legal(const mnv2_block_params_t *p)
+{
+    int32_t r;
+    for (r = 0; r < p->out_h; ++r) {
+        int32_t free_rows;
+        if (p->a_kernel) {
+            int32_t next_mid = r * p->b_stride - p->b_pad_top + p->b_kernel;
+            next_mid = next_mid < p->mid_h ? next_mid : p->mid_h;
+            free_rows = next_mid >= p->mid_h ? p->in_h : next_mid * p->a_stride - p->a_pad_top;
+        } else {
+            free_rows = r * p->b_stride - p->b_pad_top;
+        }
+        free_rows = free_rows < r + 1 ? free_rows : r + 1;
+        if (r + 1 > free_rows) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int case_block(int32_t i)
+{
+    mnv2_block_params_t p;
+    int8_t *in1, *in2, *o1, *o2, *s1, *s2, *aw = 0, *bw, *cw;
+    int32_t *ab = 0, *am = 0, *as = 0, *bb, *bm, *bs, *cb, *cm, *cs;
+    uint32_t n_in, n_out, n_scratch;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace;
+    memset(&p, 0, sizeof p);
+    ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
+    p.a_kernel = ka == 2 ? 3 : ka;
+    p.a_stride = p.a_kernel == 3 ? rint_(1, 2) : ((rnd() & 3u) ? 1 : 2);
+    p.in_h = rint_(1, 8);
+    p.in_w = rint_(1, 11);
+    p.in_c = p.a_kernel == 3 ? ((rnd() & 3u) ? rint_(1, 8) : rint_(57, 70)) : rint_(1, 40);
+    if (p.a_kernel == 3) {
+        p.a_pad_top = rint_(0, 1);
+        p.a_pad_left = rint_(0, 1);
+        p.mid_h = (p.in_h + p.a_pad_top + rint_(0, 1) - 3) / p.a_stride + 1;
+        p.mid_w = (p.in_w + p.a_pad_left + rint_(0, 1) - 3) / p.a_stride + 1;
+    } else if (p.a_kernel == 1) {
+        p.mid_h = (p.in_h - 1) / p.a_stride + 1;
+        p.mid_w = (p.in_w - 1) / p.a_stride + 1;
+    } else {
+        p.mid_h = p.in_h;
+        p.mid_w = p.in_w;
+    }
+    if (p.mid_h < 1 || p.mid_w < 1) {
+        return 0;
+    }
+    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : rint_(1, 60)) : p.in_c;
+    p.b_kernel = (rnd() & 3u) ? 3 : rint_(1, 5);
+    p.b_stride = rint_(1, 2);
+    p.b_pad_top = rint_(0, p.b_kernel / 2);
+    p.b_pad_left = rint_(0, p.b_kernel / 2);
+    p.out_h = (p.mid_h + 2 * p.b_pad_top - p.b_kernel) / p.b_stride + 1;
+    p.out_w = (p.mid_w + 2 * p.b_pad_left - p.b_kernel) / p.b_stride + 1;
+    if (p.out_h < 1 || p.out_w < 1) {
+        return 0;
+    }
+    p.out_c = rint_(1, 23);
+    p.residual = 0;
+    if (p.out_h == p.in_h && p.out_w == p.in_w && (rnd() & 1u)) {
+        p.residual = 1;
+        p.out_c = p.in_c;
+        p.add_left_shift = 20;
+        p.add_in_mult = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        p.add_proj_mult = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        p.add_out_mult = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        p.add_in_shift = rint_(-3, 0);
+        p.add_proj_shift = rint_(-3, 0);
+        p.add_out_shift = rint_(-22, -14);
+        rand_act(&p.add_out_zp, &p.add_act_min, &p.add_act_max);
+    }
+    p.in_zp = rint_(-128, 127);
+    rand_act(&p.mid_zp, &p.mid_act_min, &p.mid_act_max);
+    rand_act(&p.dw_zp, &p.dw_act_min, &p.dw_act_max);
+    rand_act(&p.proj_zp, &p.proj_act_min, &p.proj_act_max);
+    if (p.a_kernel == 0) {
+        p.mid_zp = p.in_zp;
+    }
+    n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
+    n_out = (uint32_t)(p.out_h * p.out_w * p.out_c);
+    n_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(p.a_kernel, p.b_kernel, p.mid_w, p.mid_c);
+    if (p.a_kernel) {
+        aw = rand_w((uint32_t)(p.mid_c * p.a_kernel * p.a_kernel * p.in_c));
+        ab = rand_bias((uint32_t)p.mid_c);
+        rand_requant((uint32_t)p.mid_c, &am, &as);
+    }
+    bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
+    bb = rand_bias((uint32_t)p.mid_c);
+    rand_requant((uint32_t)p.mid_c, &bm, &bs);
+    cw = rand_w((uint32_t)(p.out_c * p.mid_c));
+    cb = rand_bias((uint32_t)p.out_c);
+    rand_requant((uint32_t)p.out_c, &cm, &cs);
+    inplace = p.residual && inplace_legal(&p) && (rnd() & 1u);
+    in1 = rand_s8(n_in);
+    in2 = take(n_in);
+    memcpy(in2, in1, n_in);
+    s1 = take(n_scratch);
+    s2 = take(n_scratch);
+    o1 = inplace ? in1 : take(n_out);
+    o2 = inplace ? in2 : take(n_out);
+    ref_block_s8(&p, in1, o1, s1, aw, ab, am, as, bw, bb, bm, bs, cw, cb, cm, cs);
+    mnv2_block_s8(&p, in2, o2, s2, aw, ab, am, as, bw, bb, bm, bs, cw, cb, cm, cs);
+    if (!guard_ok(s1, n_scratch) || !guard_ok(s2, n_scratch)) {
+        return fail("block scratch guard", i);
+    }
+    return compare(inplace ? "block in place" : "block", i, o1, o2, n_out);
+}
+
+int main(void)
+{
+    int32_t i, bad = 0;
+    for (i = 0; i < CASES && bad < 5; ++i) {
+        used = 0;
+        switch (i % 4) {
+        case 0: bad += case_block(i); break;
+        case 1: bad += case_conv(i); break;
+        case 2: bad += case_depthwise(i); break;
+        default: bad += case_fc(i); break;
+        }
+    }
+    mnv2_sh_write0(bad ? "kernel mismatch\n" : "kernels ok\n");
+    return bad ? 1 : 0;
+}
+"""
+
+
+def render(template: str, dst: Path) -> None:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(ROOT / "templates")), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    dst.mkdir(parents=True)
+    prov = f"/*\n * test build of the {template} kernels\n */"
+    (dst / "mnv2_kernels.h").write_text(env.get_template("kernels/mnv2_kernels.h.j2").render(provenance=prov))
+    (dst / "mnv2_kernels.c").write_text(env.get_template(f"kernels/{template}.c.j2").render(provenance=prov))
+    shutil.copy(ROOT / "firmware" / "mnv2_requant.h", dst / "mnv2_requant.h")
+
+
+@pytest.mark.parametrize("target,kernels", VARIANTS, ids=[f"{t}-{k}" for t, k in VARIANTS])
+def test_variant_matches_portable(target, kernels, tmp_path):
+    if reason := toolchain_missing(target):
+        pytest.skip(reason)
+    t = load_target(target)
+    fw = resource_dir("firmware")
+    render("portable", tmp_path / "ref")
+    render(kernels, tmp_path / "fast")
+    (tmp_path / "driver.c").write_text(DRIVER)
+    base = [t.cc, *t.cflags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
+    renames = [f"-D{name}={name.replace('mnv2_', 'ref_')}" for name in API]
+    subprocess.run([*base, *renames, f"-I{tmp_path / 'ref'}", "-c", "-o", str(tmp_path / "ref.o"),
+                    str(tmp_path / "ref" / "mnv2_kernels.c")], check=True, capture_output=True, timeout=120)
+    mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=16384"]
+    r = subprocess.run([*base, "-DCASES=1200", f"-I{tmp_path / 'fast'}", *t.ldflags,
+                        "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(tmp_path / "k.elf"),
+                        str(tmp_path / "driver.c"),
+                        str(tmp_path / "fast" / "mnv2_kernels.c"), str(tmp_path / "ref.o"),
+                        *[str(fw / s) for s in t.firmware], "-lgcc"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    p = subprocess.run(command(t, tmp_path / "k.elf"), capture_output=True, text=True, timeout=300,
+                       stdin=subprocess.DEVNULL)
+    log = (p.stderr or "") + (p.stdout or "")
+    assert p.returncode == 0 and "kernels ok" in log, log[-2000:]
