@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import FloatGraph, last_use
+from .graph import FloatGraph, freed_after
 from .windows import conv_sum, depthwise_sum
 
 
@@ -18,7 +18,7 @@ def _activate(x: np.ndarray, activation: str) -> np.ndarray:
 def run_float(graph: FloatGraph, x: np.ndarray, keep_all: bool = False) -> np.ndarray | dict:
     """x: normalized input (N, H, W, 3) float. Returns logits (N, K), or {tensor name: (N, ...)} with keep_all."""
     t = {graph.input: np.asarray(x, dtype=np.float64)}
-    dies = last_use(graph)
+    freed = freed_after(graph)
     for op in graph.ops:
         if op.kind == "conv":
             y = conv_sum(t[op.input], op.weight, op.stride, op.padding, 0.0) + op.bias
@@ -35,6 +35,6 @@ def run_float(graph: FloatGraph, x: np.ndarray, keep_all: bool = False) -> np.nd
         else:
             raise TypeError(f"unknown op kind {op.kind}")
         if not keep_all:
-            for name in [n for n, user in dies.items() if user == op.name]:
+            for name in freed[op.name]:
                 t.pop(name, None)
     return t if keep_all else t[graph.output]

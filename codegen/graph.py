@@ -224,11 +224,14 @@ def op_inputs(op) -> tuple[str, ...]:
     return tuple(op.inputs) if op.kind == "add" else (op.input,)
 
 
-def last_use(graph) -> dict:
-    """{tensor name: name of the last op that reads it}; the graph output is never listed (it is never dead)."""
+def freed_after(graph) -> dict:
+    """{op name: tensors whose last reader is that op}; the graph output is never freed."""
     last = {}
     for op in graph.ops:
         for name in op_inputs(op):
             last[name] = op.name
     last.pop(graph.output, None)
-    return last
+    freed: dict = {op.name: [] for op in graph.ops}
+    for name, op_name in last.items():
+        freed[op_name].append(name)
+    return {k: tuple(v) for k, v in freed.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import requant
-from .graph import QuantGraph, last_use
+from .graph import QuantGraph, freed_after
 from .windows import conv_sum, depthwise_sum
 
 
@@ -29,7 +29,7 @@ def run_int8(graph: QuantGraph, x: np.ndarray, keep_all: bool = False) -> np.nda
         raise ValueError(f"input must be int8 (N, {', '.join(map(str, graph.shapes[graph.input]))}), "
                          f"got {x.dtype} {x.shape}")
     t = {graph.input: x}
-    dies = last_use(graph)
+    freed = freed_after(graph)
     qp = graph.qparams
     for op in graph.ops:
         if op.kind in ("conv", "depthwise"):
@@ -61,7 +61,7 @@ def run_int8(graph: QuantGraph, x: np.ndarray, keep_all: bool = False) -> np.nda
         else:
             raise TypeError(f"unknown op kind {op.kind}")
         if not keep_all:
-            for name in [n for n, user in dies.items() if user == op.name]:
+            for name in freed[op.name]:
                 t.pop(name, None)
     return t if keep_all else t[graph.output]
 

@@ -4,7 +4,6 @@ import ctypes
 import subprocess
 from dataclasses import replace
 
-
 import numpy as np
 import pytest
 
@@ -120,4 +119,3 @@ def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy):
                 model_macs += op.weight.size
         assert counter.value == model_macs
     assert np.array_equal(out, run_int8(g, x))
-
