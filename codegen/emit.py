@@ -29,7 +29,8 @@ GENERATOR = "mnv2-codegen"
 # kernel family -> (C function, parameter struct type); the C side is templates/kernels/.
 KERNELS = {"conv": ("mnv2_conv_s8", "mnv2_conv_params_t"), "depthwise": ("mnv2_depthwise_s8", "mnv2_dw_params_t"),
            "add": ("mnv2_add_s8", "mnv2_add_params_t"), "avgpool": ("mnv2_avgpool_s8", "mnv2_avgpool_params_t"),
-           "fc": ("mnv2_fc_s8", "mnv2_fc_params_t"), "block": ("mnv2_block_s8", "mnv2_block_params_t")}
+           "fc": ("mnv2_fc_s8", "mnv2_fc_params_t"), "block": ("mnv2_block_s8", "mnv2_block_params_t"),
+           "chain": ("mnv2_chain_s8", "mnv2_chain_params_t")}
 MODEL_SOURCES = ("mnv2_model.c", "mnv2_weights.c", "mnv2_kernels.c")
 # metadata.json keys that the build fills in afterwards (measured from the built firmware): not part of the
 # "these are the same files" comparison of write_project.
@@ -167,7 +168,7 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
         fn, ptype = KERNELS[s.kernel]
         steps.append(dict(op=s.op, summary=s.summary, params=s.params, kernel=s.kernel, function=fn,
                           params_symbol=f"mnv2_{s.cname}_params", in_macros=[_offset_macro(t) for t in s.inputs],
-                          out_macro=_offset_macro(s.output), arrays=s.arrays,
+                          out_macro=_offset_macro(s.output), args=s.args,
                           scratch_macro=_offset_macro(f"{s.output}/scratch") if s.scratch else None))
     arrays = [a for s in schedule.steps for a in s.arrays]
     ctx = dict(provenance=provenance, provenance_py=provenance_py, target=schedule.target.name,

@@ -25,7 +25,7 @@ class Step:
     """One kernel call. `params` are the fields of the kernel's parameter struct, in declaration order."""
     op: str  # op / output tensor name in the graph
     cname: str  # C identifier fragment, unique
-    kernel: str  # conv | depthwise | add | avgpool | fc
+    kernel: str  # conv | depthwise | add | avgpool | fc | block | chain
     params: tuple  # tuple[tuple[str, int], ...]
     inputs: tuple  # tensor names read
     output: str  # tensor name written
@@ -33,6 +33,11 @@ class Step:
     macs: int
     summary: str  # human-readable one-liner for comments
     scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
+    call_args: tuple = ()  # the constant arguments of the call ("0" for an absent stage); () = the arrays' symbols
+
+    @property
+    def args(self) -> tuple:
+        return self.call_args or tuple(a.symbol for a in self.arrays)
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,9 @@ def _arrays(cname: str, op, with_requant: bool = True) -> tuple:
     return tuple(arrs)
 
 
-def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
-    """A streamed inverted-residual block (mnv2_block_s8): stage A (expansion or stem conv), depthwise, projection,
-    residual ADD."""
+def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
+    """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
+    conv), depthwise, projection, residual ADD. Returns (params dict, arrays, call args, MACs, stage phrases)."""
     qp, shapes = graph.qparams, graph.shapes
     a = ops[unit.a] if unit.a else None
     b, c = ops[unit.b], ops[unit.c]
@@ -101,15 +106,44 @@ def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
     if add is not None:
         assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
     arrays = (_arrays(c_name(a.name), a) if a else ()) + _arrays(c_name(b.name), b) + _arrays(c_name(c.name), c)
+    args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)
     stages = ([f"{'stem conv' if ka > 1 else 'expand'} {ka}x{ka}/{a.stride} to {mid_h}x{mid_w}x{mid_c}"] if a else [])
     stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}", f"project to {out_c}"]
     stages += ["residual add"] if add else []
-    summary = f"streamed block {in_h}x{in_w}x{in_c} -> {out_h}x{out_w}x{out_c}: " + ", ".join(stages)
-    return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), (src,), unit.output, arrays, macs,
-                summary, scratch=unit.scratch)
+    return params, arrays, args, macs, stages
+
+
+def _shape_text(graph: QuantGraph, name: str) -> str:
+    return "x".join(str(d) for d in graph.shapes[name])
+
+
+def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
+    params, arrays, args, macs, stages = _block_parts(graph, unit, ops)
+    summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
+               + ", ".join(stages))
+    return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
+                macs, summary, scratch=unit.scratch, call_args=args)
+
+
+def c_initializer(params: dict) -> str:
+    """A nested C99 designated initializer: {.field = value, ...}."""
+    return "{" + ", ".join(f".{k} = {v}" for k, v in params.items()) + "}"
+
+
+def _chain_step(graph: QuantGraph, unit, ops: dict) -> Step:
+    """Two blocks as one pipeline (mnv2_chain_s8): the first block's output lives only in a ring of rows."""
+    first, second = (_block_parts(graph, u, ops) for u in unit.parts)
+    params = (("first", c_initializer(first[0])), ("second", c_initializer(second[0])),
+              ("ring_rows", unit.ring_rows))
+    mid = unit.parts[0].output
+    summary = (f"chained blocks {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}, "
+               f"{mid} ({_shape_text(graph, mid)}) only as a ring of {unit.ring_rows} rows: "
+               + ", ".join(first[4]) + "; then " + ", ".join(second[4]))
+    return Step(unit.output, c_name(unit.output), "chain", params, unit.inputs, unit.output, first[1] + second[1],
+                first[3] + second[3], summary, scratch=unit.scratch, call_args=first[2] + second[2])
 
 
 def _op_step(graph: QuantGraph, op) -> Step:
@@ -158,7 +192,8 @@ def _op_step(graph: QuantGraph, op) -> Step:
 def lower(graph: QuantGraph, plan: MemoryPlan, target: Target) -> Schedule:
     """One Step per unit of the plan."""
     ops = {op.name: op for op in graph.ops}
-    steps = [(_block_step(graph, u, ops) if u.kind == "block" else _op_step(graph, ops[u.ops[0]]))
+    builders = {"block": _block_step, "chain": _chain_step}
+    steps = [(builders[u.kind](graph, u, ops) if u.kind in builders else _op_step(graph, ops[u.ops[0]]))
              for u in plan.units]
     names = [s.cname for s in steps]
     assert len(set(names)) == len(names), "C names collide"

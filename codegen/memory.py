@@ -9,7 +9,9 @@ Two plans:
   depthwise + projection pixel by pixel: the wide expanded tensor never exists), the stem is fused into the first
   block, and a unit's output may overlap input rows it has consumed (residual blocks run fully in place). Where a
   unit's output overlaps its input, the offset is the smallest one that `row_constraints` proves safe, and
-  `replay` re-checks the plan against the kernels' actual read/write order.
+  `replay` re-checks the plan against the kernels' actual read/write order. Where it lowers the peak, two
+  consecutive blocks become one "chain" unit: the first block's output rows are produced on demand into a small
+  ring, so that tensor never exists either.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ STRATEGIES = ("streamed", "layerwise")
 class Unit:
     """One kernel call. `ops` are graph op names executed by it, in order. For kind "block" the stages are:
     `a` (expansion 1x1 or the stem conv; None when absent), `b` (depthwise), `c` (projection), `add` (or None)."""
-    kind: str  # block | conv | depthwise | add | avgpool | dense
+    kind: str  # block | chain | conv | depthwise | add | avgpool | dense
     ops: tuple
     inputs: tuple  # tensors read from the arena
     output: str
@@ -36,6 +38,8 @@ class Unit:
     b: str | None = None
     c: str | None = None
     add: str | None = None
+    parts: tuple = ()  # chain: the two block Units, in order
+    ring_rows: int = 0  # chain: rows of the first block's output held at once
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,66 @@ def streamed_units(graph: QuantGraph) -> tuple:
     return tuple(units)
 
 
+@dataclass(frozen=True)
+class _BlockGeom:
+    """Row geometry of a streamed block: input rows -> (stage A) mid rows -> (depthwise) output rows."""
+    in_h: int
+    mid_h: int
+    out_h: int
+    ka: int  # 0: no stage A
+    sa: int
+    pa: int
+    kb: int
+    sb: int
+    pb: int
+    residual: bool
+
+    def mid_done(self, r: int) -> int:
+        """Mid rows computed once output row r is finished."""
+        return min(self.mid_h, r * self.sb - self.pb + self.kb)
+
+    def in_needed(self, r: int) -> int:
+        """Input rows [0, n) read by the time output row r is finished."""
+        if self.ka:
+            n = min(self.in_h, (self.mid_done(r) - 1) * self.sa - self.pa + self.ka)
+        else:
+            n = min(self.in_h, r * self.sb - self.pb + self.kb)
+        return max(n, r + 1) if self.residual else n
+
+    def in_free(self, r: int) -> int:
+        """Leading input rows that neither output row r nor any later row reads. A residual block may run exactly
+        in place (its residual reads are pixel by pixel, before the write): that case is row r free up to row r."""
+        if self.ka:
+            next_mid = self.mid_done(r)  # first mid row computed after output row r
+            free = self.in_h if next_mid >= self.mid_h else max(0, next_mid * self.sa - self.pa)
+        else:
+            free = max(0, r * self.sb - self.pb)  # the depthwise reads input rows directly while writing row r
+        return min(free, r + 1) if self.residual else free
+
+
+def block_geom(graph: QuantGraph, unit: Unit) -> _BlockGeom:
+    ops = _ops_by_name(graph)
+    dw = ops[unit.b]
+    a = ops[unit.a] if unit.a else None
+    return _BlockGeom(graph.shapes[unit.inputs[0]][0], graph.shapes[dw.input][0], graph.shapes[unit.output][0],
+                      a.weight.shape[1] if a else 0, a.stride if a else 1, a.padding[0] if a else 0,
+                      dw.weight.shape[0], dw.stride, dw.padding[0], unit.add is not None)
+
+
+def chain_unit(graph: QuantGraph, first: Unit, second: Unit) -> Unit | None:
+    """The two blocks as one chain unit (mnv2_chain_s8), or None where the kernel cannot chain them: the second
+    block must read exactly the first one's output, have no residual, and read every row of it."""
+    if first.kind != "block" or second.kind != "block" or second.inputs != (first.output,) or second.add:
+        return None
+    g2 = block_geom(graph, second)
+    if g2.in_needed(g2.out_h - 1) != g2.in_h:
+        return None
+    ring = g2.ka if g2.ka else g2.kb
+    ring_bytes = ring * int(np.prod(graph.shapes[first.output][1:]))
+    return Unit("chain", first.ops + second.ops, first.inputs, second.output,
+                first.scratch + ring_bytes + second.scratch, parts=(first, second), ring_rows=ring)
+
+
 # ------------------------------------------------------------------------------------------------ streaming order
 def row_constraints(graph: QuantGraph, unit: Unit) -> list[tuple[int, int]] | None:
     """For a unit whose output may overlap its (single) input: [(output bytes written when output row r is finished,
@@ -156,24 +220,12 @@ def row_constraints(graph: QuantGraph, unit: Unit) -> list[tuple[int, int]] | No
     in_h, in_w, in_c = graph.shapes[unit.inputs[0]]
     out_h, out_w, out_c = out_shape
     ri, ro = in_w * in_c, out_w * out_c
-    pairs = []
     if unit.kind == "block":
-        dw = ops[unit.b]
-        kb, sb, pb = dw.weight.shape[0], dw.stride, dw.padding[0]
-        mid_h = graph.shapes[dw.input][0]
-        if unit.a is not None:
-            a = ops[unit.a]
-            ka, sa, pa = a.weight.shape[1], a.stride, a.padding[0]
-        for r in range(out_h):
-            if unit.a is not None:
-                next_mid = min(mid_h, r * sb - pb + kb)  # first mid row computed after output row r
-                free = in_h if next_mid >= mid_h else max(0, next_mid * sa - pa)
-            else:
-                free = max(0, r * sb - pb)  # the depthwise reads input rows directly while writing row r
-            if unit.add is not None:
-                free = min(free, r + 1)  # residual: row r read pixel by pixel before it is overwritten
-            pairs.append(((r + 1) * ro, free * ri))
-        return pairs
+        g = block_geom(graph, unit)
+        return [((r + 1) * ro, g.in_free(r) * ri) for r in range(out_h)]
+    if unit.kind == "chain":  # the first block has produced the rows the second block's row r read, no more
+        g1, g2 = (block_geom(graph, u) for u in unit.parts)
+        return [((r + 1) * ro, g1.in_free(g2.in_needed(r) - 1) * ri) for r in range(out_h)]
     if unit.kind == "conv":
         op = ops[unit.ops[0]]
         k, s, p = op.weight.shape[1], op.stride, op.padding[0]
@@ -304,9 +356,8 @@ def _place_chain(graph: QuantGraph, units: tuple, arena: int) -> tuple | None:
     return offsets, scratch_at
 
 
-def plan_streamed(graph: QuantGraph) -> MemoryPlan:
-    """The smallest arena (to ALIGN bytes) for which `_place_chain` finds a placement, by bisection."""
-    units = streamed_units(graph)
+def _plan_units(graph: QuantGraph, units: tuple) -> MemoryPlan:
+    """The smallest arena (to ALIGN bytes) for which `_place_chain` finds a placement of `units`, by bisection."""
     if any(len(u.inputs) != 1 for u in units):  # a stand-alone ADD (not fused): greedy placement
         return _greedy(graph, units, "streamed")
     life = _lifetimes(graph, units)
@@ -326,6 +377,28 @@ def plan_streamed(graph: QuantGraph) -> MemoryPlan:
     buffers += [Buffer(f"{u.output}/scratch", u.scratch, scratch_at[i], i, i) for i, u in enumerate(units)
                 if u.scratch]
     return MemoryPlan("streamed", hi, units, tuple(sorted(buffers, key=lambda b: (b.first, b.name))))
+
+
+def plan_streamed(graph: QuantGraph) -> MemoryPlan:
+    """Streamed units; then, while it lowers the arena, the unit running at the peak is chained with a neighbour
+    (first merge that helps, repeated)."""
+    best = _plan_units(graph, streamed_units(graph))
+    improved = True
+    while improved:
+        improved = False
+        units = best.units
+        peak = [i for i in range(len(units)) if best.live_bytes(i) == max(map(best.live_bytes, range(len(units))))]
+        for i in sorted({j for k in peak for j in (k - 1, k)}):
+            if not 0 <= i < len(units) - 1:
+                continue
+            merged = chain_unit(graph, units[i], units[i + 1])
+            if merged is None:
+                continue
+            trial = _plan_units(graph, units[:i] + (merged,) + units[i + 2:])
+            if trial.arena_bytes < best.arena_bytes:
+                best, improved = trial, True
+                break
+    return best
 
 
 def plan(graph: QuantGraph, strategy: str = "streamed") -> MemoryPlan:
@@ -348,29 +421,18 @@ def _unit_events(graph: QuantGraph, unit: Unit):
     ops = _ops_by_name(graph)
     out_shape = graph.shapes[unit.output]
     if unit.kind == "block":
-        src = unit.inputs[0]
-        in_h, in_w, in_c = graph.shapes[src]
-        out_h, out_w, out_c = out_shape
-        ri, ro = in_w * in_c, out_w * out_c
-        dw = ops[unit.b]
-        kb, sb, pb = dw.weight.shape[0], dw.stride, dw.padding[0]
-        mid_h = graph.shapes[dw.input][0]
-        next_mid = 0
-        for r in range(out_h):
-            lo, hi = r * sb - pb, min(mid_h, r * sb - pb + kb)
-            if unit.a is not None:
-                a = ops[unit.a]
-                ka, sa, pa = a.weight.shape[1], a.stride, a.padding[0]
-                while next_mid < hi:
-                    y0, y1 = max(0, next_mid * sa - pa), min(in_h, next_mid * sa - pa + ka)
-                    yield ("r", src, y0 * ri, y1 * ri)
-                    next_mid += 1
-            for x in range(out_w):
-                if unit.a is None:
-                    yield ("r", src, max(0, lo) * ri, hi * ri)
-                if unit.add is not None:
-                    yield ("r", src, (r * in_w + x) * in_c, (r * in_w + x + 1) * in_c)
-                yield ("w", unit.output, (r * out_w + x) * out_c, (r * out_w + x + 1) * out_c)
+        yield from _block_events(graph, unit, 0, out_shape[0])
+        return
+    if unit.kind == "chain":  # the first block's rows on demand (its writes go to the ring, in scratch)
+        first, second = unit.parts
+        g2 = block_geom(graph, second)
+        done = 0
+        for r in range(out_shape[0]):
+            need = g2.in_needed(r)
+            if need > done:
+                yield from (ev for ev in _block_events(graph, first, done, need) if ev[0] == "r")
+                done = need
+            yield from (ev for ev in _block_events(graph, second, r, r + 1) if ev[0] == "w")
         return
     if unit.kind == "conv":
         op = ops[unit.ops[0]]
@@ -390,6 +452,30 @@ def _unit_events(graph: QuantGraph, unit: Unit):
     for name in unit.inputs:  # other kernels: read everything, then write everything
         yield ("r", name, 0, tensor_bytes(graph, name))
     yield ("w", unit.output, 0, tensor_bytes(graph, unit.output))
+
+
+def _block_events(graph: QuantGraph, unit: Unit, row_begin: int, row_end: int):
+    """Events of a block unit's output rows [row_begin, row_end), as mnv2_block_s8 computes them (stage A rows on
+    demand, then the row's pixels: depthwise reads, residual read, write)."""
+    src = unit.inputs[0]
+    in_h, in_w, in_c = graph.shapes[src]
+    out_h, out_w, out_c = graph.shapes[unit.output]
+    ri = in_w * in_c
+    g = block_geom(graph, unit)
+    next_mid = 0 if row_begin == 0 else g.mid_done(row_begin - 1)
+    for r in range(row_begin, row_end):
+        lo, hi = r * g.sb - g.pb, g.mid_done(r)
+        if g.ka:
+            while next_mid < hi:
+                y0, y1 = max(0, next_mid * g.sa - g.pa), min(in_h, next_mid * g.sa - g.pa + g.ka)
+                yield ("r", src, y0 * ri, y1 * ri)
+                next_mid += 1
+        for x in range(out_w):
+            if not g.ka:
+                yield ("r", src, max(0, lo) * ri, hi * ri)
+            if g.residual:
+                yield ("r", src, (r * in_w + x) * in_c, (r * in_w + x + 1) * in_c)
+            yield ("w", unit.output, (r * out_w + x) * out_c, (r * out_w + x + 1) * out_c)
 
 
 def replay(graph: QuantGraph, plan: MemoryPlan) -> None:

@@ -7,7 +7,8 @@ the block runs):
 - channel_slices: the paper's section 5.1 split of the expansion into t slices: input + output + one slice of the
   expanded and depthwise tensors + an int32 accumulator of the whole output (the partial projections must be summed
   before requantization in int8);
-- row_band: our streamed kernel: input and output (overlapping as far as proven safe) + its line-buffer scratch.
+- row_band: our streamed kernel: input and output (overlapping as far as proven safe) + its line-buffer scratch
+  ("chained": the block runs in a chain with a neighbour, whose joint working set is the unit's).
 """
 from __future__ import annotations
 
@@ -75,10 +76,12 @@ def block_rows(graph: QuantGraph, memory_plan: MemoryPlan) -> list[BlockRow]:
             slices = (tensor_bytes(graph, src) + tensor_bytes(graph, out) + exp // t
                       + tensor_bytes(graph, dw.output) // t + 4 * tensor_bytes(graph, out))
             band = unit.scratch + max(tensor_bytes(graph, unit.inputs[0]) + min_offset_gap(graph, unit),
-                                      tensor_bytes(graph, unit.output)) if unit.kind == "block" else lw
+                                      tensor_bytes(graph, unit.output)) if unit.kind in ("block", "chain") else lw
         else:
             exp, t, slices, band = 0, 1, lw, lw
-        chosen = ("row_band" + ("+stem" if unit.a == "stem" else "") if unit.kind == "block" else "layerwise")
+        part = next((u for u in unit.parts if members[-1] in u.ops), unit)  # the block within a chain
+        chosen = {"block": "row_band", "chain": "chained"}.get(unit.kind, "layerwise")
+        chosen += "+stem" if part.a == "stem" else ""
         rows.append(BlockRow(name, tensor_bytes(graph, src), tensor_bytes(graph, out), exp, t, lw, slices, band,
                              chosen, unit.scratch, live))
     return rows

@@ -11,6 +11,7 @@ from codegen import dataset
 from codegen.emit import render
 from codegen.frontend import to_float_graph
 from codegen.lower import lower
+from codegen import memory
 from codegen.memory import PlanError, block_scratch_bytes, plan, replay, streamed_units
 from codegen.quantize import calibrate, quantize
 from codegen.reference import run_int8
@@ -76,6 +77,24 @@ def test_replay_catches_broken_plans():
         replay(g, replace(good, arena_bytes=good.arena_bytes - 16))
 
 
+def test_chain_lowers_the_peak_and_replay_guards_it():
+    """For 1.0@224 the planner chains block 1 (stem fused) with block 2, so block 1's 112x112x16 output exists only
+    as a ring of rows; the arena drops below the unchained plan's; moving the output into image rows the chain still
+    reads is caught."""
+    g = quant_graph(1.0, 224)
+    chained = plan(g, "streamed")
+    chain = next(u for u in chained.units if u.kind == "chain")
+    assert chain.output == "b2/project" and chain.parts[0].output == "b1/project"
+    assert "b1/project" not in {b.name for b in chained.buffers}
+    unchained = memory._plan_units(g, streamed_units(g))
+    assert chained.arena_bytes < unchained.arena_bytes - 30 * KIB
+    replay(g, chained)
+    src, out = chained.buffer(chain.inputs[0]), chained.buffer(chain.output)
+    moved = tuple(replace(b, offset=src.offset + 16 * 672) if b.name == out.name else b for b in chained.buffers)
+    with pytest.raises(PlanError, match="still to be read"):
+        replay(g, replace(chained, buffers=moved))
+
+
 def test_scratch_formula_matches_units():
     g = quant_graph(1.0, 96)
     for u in streamed_units(g):
@@ -86,12 +105,15 @@ def test_scratch_formula_matches_units():
             assert u.scratch == block_scratch_bytes(ka, 3, mid_w, mid_c)
 
 
-@pytest.mark.parametrize("strategy", ["streamed", "layerwise"])
-def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy):
+@pytest.mark.parametrize("strategy,alpha,res", [("streamed", 0.5, (96, 80)), ("layerwise", 0.5, (96, 80)),
+                                                ("streamed", 1.0, 96)])
+def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy, alpha, res):
     """Built with MNV2_COUNT_MACS, the kernels count every MAC they compute; the total equals the model's MAC count
-    (from the graph's shapes), so the streamed blocks recompute nothing. The same build is also bit-exact."""
-    g = quant_graph(0.5, (96, 80))
+    (from the graph's shapes), so the streamed blocks (and chains: alpha 1.0) recompute nothing. The same build is
+    also bit-exact."""
+    g = quant_graph(alpha, res)
     p = plan(g, strategy)
+    assert any(u.kind == "chain" for u in p.units) == (alpha == 1.0)
     files = render(lower(g, p, load_target("host")), {"target": "host"})
     for name, data in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
