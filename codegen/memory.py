@@ -15,7 +15,7 @@ Two plans:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class Unit:
     add: str | None = None
     parts: tuple = ()  # chain: the two block Units, in order
     ring_rows: int = 0  # chain: rows of the first block's output held at once
+    cs: bool = False  # block: column-sliding mid rows instead of a ring of whole rows
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,16 @@ def tensor_bytes(graph: QuantGraph, name: str) -> int:
     return int(np.prod(graph.shapes[name]))
 
 
-def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int) -> int:
-    """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE): a ring of b_kernel mid rows
-    when there is a stage A, plus one mid pixel."""
-    return (b_kernel * mid_w * mid_c if a_kernel > 0 else 0) + mid_c
+def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int, b_stride: int = 1,
+                        cs: bool = False) -> int:
+    """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE), when there is a stage A: line
+    buffers, a ring of b_kernel mid rows; or column-sliding (cs), the b_kernel - b_stride rows consecutive output rows
+    share plus b_stride windows of b_kernel columns. Plus one mid pixel."""
+    if a_kernel == 0:
+        return mid_c
+    if cs:
+        return ((b_kernel - b_stride) * mid_w + b_stride * b_kernel + 1) * mid_c
+    return (b_kernel * mid_w + 1) * mid_c
 
 
 # ------------------------------------------------------------------------------------------------ units
@@ -103,11 +110,22 @@ def layerwise_units(graph: QuantGraph) -> tuple:
     return tuple(units)
 
 
-def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str) -> int:
+def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs: bool = False) -> int:
     dw = ops[b]
     mid_h, mid_w, mid_c = graph.shapes[dw.input]
     a_kernel = ops[a].weight.shape[1] if a else 0
-    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c)
+    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs)
+
+
+def column_sliding(graph: QuantGraph, unit: Unit) -> Unit | None:
+    """The block with column-sliding mid rows (cs), or None where it does not apply (no stage A, or a depthwise
+    whose stride is not below its kernel, or already cs)."""
+    if unit.kind != "block" or unit.cs or unit.a is None:
+        return None
+    dw = _ops_by_name(graph)[unit.b]
+    if dw.weight.shape[0] <= dw.stride:
+        return None
+    return replace(unit, cs=True, scratch=unit_scratch(graph, _ops_by_name(graph), unit.a, unit.b, cs=True))
 
 
 def streamed_units(graph: QuantGraph) -> tuple:
@@ -160,6 +178,7 @@ class _BlockGeom:
     sb: int
     pb: int
     residual: bool
+    cs: bool = False
 
     def mid_done(self, r: int) -> int:
         """Mid rows computed once output row r is finished."""
@@ -173,11 +192,14 @@ class _BlockGeom:
             n = min(self.in_h, r * self.sb - self.pb + self.kb)
         return max(n, r + 1) if self.residual else n
 
-    def in_free(self, r: int) -> int:
-        """Leading input rows that neither output row r nor any later row reads. A residual block may run exactly
-        in place (its residual reads are pixel by pixel, before the write): that case is row r free up to row r."""
+    def in_free(self, r: int, writing: bool = True) -> int:
+        """Leading input rows that neither output row r nor any later row reads (`writing`: while output row r is
+        being written; else once it is finished). A residual block may run exactly in place (its residual reads are
+        pixel by pixel, before the write): that case is row r free up to row r. With cs, the mid rows computed
+        column by column read their input rows while row r is written."""
         if self.ka:
-            next_mid = self.mid_done(r)  # first mid row computed after output row r
+            # first mid row computed after output row r (cs, while writing: after output row r - 1)
+            next_mid = (self.mid_done(r - 1) if r else 0) if self.cs and writing else self.mid_done(r)
             free = self.in_h if next_mid >= self.mid_h else max(0, next_mid * self.sa - self.pa)
         else:
             free = max(0, r * self.sb - self.pb)  # the depthwise reads input rows directly while writing row r
@@ -190,7 +212,7 @@ def block_geom(graph: QuantGraph, unit: Unit) -> _BlockGeom:
     a = ops[unit.a] if unit.a else None
     return _BlockGeom(graph.shapes[unit.inputs[0]][0], graph.shapes[dw.input][0], graph.shapes[unit.output][0],
                       a.weight.shape[1] if a else 0, a.stride if a else 1, a.padding[0] if a else 0,
-                      dw.weight.shape[0], dw.stride, dw.padding[0], unit.add is not None)
+                      dw.weight.shape[0], dw.stride, dw.padding[0], unit.add is not None, unit.cs)
 
 
 def chain_unit(graph: QuantGraph, first: Unit, second: Unit) -> Unit | None:
@@ -201,7 +223,9 @@ def chain_unit(graph: QuantGraph, first: Unit, second: Unit) -> Unit | None:
     g2 = block_geom(graph, second)
     if g2.in_needed(g2.out_h - 1) != g2.in_h:
         return None
-    ring = g2.ka if g2.ka else g2.kb
+    # rows of the first block's output read at once: one stage A window (cs: those of b_stride mid rows), or the
+    # depthwise window when there is no stage A
+    ring = ((g2.sb - 1) * g2.sa + g2.ka if second.cs else g2.ka) if g2.ka else g2.kb
     ring_bytes = ring * int(np.prod(graph.shapes[first.output][1:]))
     return Unit("chain", first.ops + second.ops, first.inputs, second.output,
                 first.scratch + ring_bytes + second.scratch, parts=(first, second), ring_rows=ring)
@@ -225,7 +249,7 @@ def row_constraints(graph: QuantGraph, unit: Unit) -> list[tuple[int, int]] | No
         return [((r + 1) * ro, g.in_free(r) * ri) for r in range(out_h)]
     if unit.kind == "chain":  # the first block has produced the rows the second block's row r read, no more
         g1, g2 = (block_geom(graph, u) for u in unit.parts)
-        return [((r + 1) * ro, g1.in_free(g2.in_needed(r) - 1) * ri) for r in range(out_h)]
+        return [((r + 1) * ro, g1.in_free(g2.in_needed(r) - 1, writing=False) * ri) for r in range(out_h)]
     if unit.kind == "conv":
         op = ops[unit.ops[0]]
         k, s, p = op.weight.shape[1], op.stride, op.padding[0]
@@ -379,26 +403,38 @@ def _plan_units(graph: QuantGraph, units: tuple) -> MemoryPlan:
     return MemoryPlan("streamed", hi, units, tuple(sorted(buffers, key=lambda b: (b.first, b.name))))
 
 
+def _refinements(graph: QuantGraph, units: tuple, i: int):
+    """Unit sequences that differ from `units` around unit i by one step: unit i column-sliding (or one block of
+    the chain it is), or unit i chained with a neighbour."""
+    u = units[i]
+    if u.kind == "block" and (cs := column_sliding(graph, u)) is not None:
+        yield units[:i] + (cs,) + units[i + 1:]
+    if u.kind == "chain":
+        for k in (0, 1):
+            parts = list(u.parts)
+            if (cs := column_sliding(graph, parts[k])) is not None:
+                parts[k] = cs
+                if (chained := chain_unit(graph, *parts)) is not None:
+                    yield units[:i] + (chained,) + units[i + 1:]
+    for j in (i - 1, i):
+        if 0 <= j < len(units) - 1 and (chained := chain_unit(graph, units[j], units[j + 1])) is not None:
+            yield units[:j] + (chained,) + units[j + 2:]
+
+
 def plan_streamed(graph: QuantGraph) -> MemoryPlan:
-    """Streamed units; then, while it lowers the arena, the unit running at the peak is chained with a neighbour
-    (first merge that helps, repeated)."""
+    """Streamed units, refined while that lowers the arena: each round, of the refinements of the units running at
+    the peak (column-sliding, chaining), the one with the smallest arena is kept. Both cost a little speed (column
+    windows, smaller kernel calls), so nothing is refined that does not lower the peak."""
     best = _plan_units(graph, streamed_units(graph))
-    improved = True
-    while improved:
-        improved = False
+    while True:
         units = best.units
-        peak = [i for i in range(len(units)) if best.live_bytes(i) == max(map(best.live_bytes, range(len(units))))]
-        for i in sorted({j for k in peak for j in (k - 1, k)}):
-            if not 0 <= i < len(units) - 1:
-                continue
-            merged = chain_unit(graph, units[i], units[i + 1])
-            if merged is None:
-                continue
-            trial = _plan_units(graph, units[:i] + (merged,) + units[i + 2:])
-            if trial.arena_bytes < best.arena_bytes:
-                best, improved = trial, True
-                break
-    return best
+        live = [best.live_bytes(i) for i in range(len(units))]
+        trials = [_plan_units(graph, cand) for i in range(len(units)) if live[i] == max(live)
+                  for cand in _refinements(graph, units, i)]
+        trial = min(trials, key=lambda t: t.arena_bytes, default=None)
+        if trial is None or trial.arena_bytes >= best.arena_bytes:
+            return best
+        best = trial
 
 
 def plan(graph: QuantGraph, strategy: str = "streamed") -> MemoryPlan:
@@ -456,21 +492,29 @@ def _unit_events(graph: QuantGraph, unit: Unit):
 
 def _block_events(graph: QuantGraph, unit: Unit, row_begin: int, row_end: int):
     """Events of a block unit's output rows [row_begin, row_end), as mnv2_block_s8 computes them (stage A rows on
-    demand, then the row's pixels: depthwise reads, residual read, write)."""
+    demand, then the row's pixels: depthwise reads, residual read, write; with cs, the mid rows that the next output
+    row shares are computed column by column: their input rows are read before every pixel's write)."""
     src = unit.inputs[0]
     in_h, in_w, in_c = graph.shapes[src]
     out_h, out_w, out_c = graph.shapes[unit.output]
     ri = in_w * in_c
     g = block_geom(graph, unit)
     next_mid = 0 if row_begin == 0 else g.mid_done(row_begin - 1)
+    def stage_a_reads(m0: int, m1: int):
+        for m in range(m0, m1):
+            y0, y1 = max(0, m * g.sa - g.pa), min(in_h, m * g.sa - g.pa + g.ka)
+            yield ("r", src, y0 * ri, y1 * ri)
+
     for r in range(row_begin, row_end):
         lo, hi = r * g.sb - g.pb, g.mid_done(r)
+        column_rows = (hi, hi)
         if g.ka:
-            while next_mid < hi:
-                y0, y1 = max(0, next_mid * g.sa - g.pa), min(in_h, next_mid * g.sa - g.pa + g.ka)
-                yield ("r", src, y0 * ri, y1 * ri)
-                next_mid += 1
+            whole_end = min(hi, max(0, lo) + g.kb - g.sb) if g.cs else hi
+            yield from stage_a_reads(next_mid, max(next_mid, whole_end))
+            column_rows = (max(next_mid, whole_end), hi)
+            next_mid = hi
         for x in range(out_w):
+            yield from stage_a_reads(*column_rows)
             if not g.ka:
                 yield ("r", src, max(0, lo) * ri, hi * ri)
             if g.residual:

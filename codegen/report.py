@@ -8,7 +8,8 @@ the block runs):
   expanded and depthwise tensors + an int32 accumulator of the whole output (the partial projections must be summed
   before requantization in int8);
 - row_band: our streamed kernel: input and output (overlapping as far as proven safe) + its line-buffer scratch
-  ("chained": the block runs in a chain with a neighbour, whose joint working set is the unit's).
+  ("chained": the block runs in a chain with a neighbour, whose joint working set is the unit's; "+cols": its mid
+  rows are column-sliding, b_kernel - b_stride shared rows plus column windows instead of b_kernel rows).
 """
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def block_rows(graph: QuantGraph, memory_plan: MemoryPlan) -> list[BlockRow]:
             exp, t, slices, band = 0, 1, lw, lw
         part = next((u for u in unit.parts if members[-1] in u.ops), unit)  # the block within a chain
         chosen = {"block": "row_band", "chain": "chained"}.get(unit.kind, "layerwise")
-        chosen += "+stem" if part.a == "stem" else ""
+        chosen += ("+stem" if part.a == "stem" else "") + ("+cols" if part.cs else "")
         rows.append(BlockRow(name, tensor_bytes(graph, src), tensor_bytes(graph, out), exp, t, lw, slices, band,
                              chosen, unit.scratch, live))
     return rows
@@ -146,11 +147,11 @@ def format_text(report: dict) -> str:
     lines = [f"MobileNetV2 alpha {m['alpha']:g} {m['resolution'][0]}x{m['resolution'][1]}: memory plan "
              f"'{report['strategy']}' (KiB, int8; input image included)",
              f"{'block':<6} {'input':>7} {'output':>7} {'expanded':>9} {'t':>2} {'layerwise':>10} "
-             f"{'ch.slices':>10} {'row band':>9} {'chosen':<14} {'scratch':>8} {'live':>7}"]
+             f"{'ch.slices':>10} {'row band':>9} {'chosen':<17} {'scratch':>8} {'live':>7}"]
     for b in report["blocks"]:
         lines.append(f"{b['name']:<6} {_kib(b['input_bytes']):>7} {_kib(b['output_bytes']):>7} "
                      f"{_kib(b['expanded_bytes']):>9} {b['expansion']:>2} {_kib(b['layerwise']):>10} "
-                     f"{_kib(b['channel_slices']):>10} {_kib(b['row_band']):>9} {b['chosen']:<14} "
+                     f"{_kib(b['channel_slices']):>10} {_kib(b['row_band']):>9} {b['chosen']:<17} "
                      f"{_kib(b['scratch']):>8} {_kib(b['live']):>7}")
     lines += [
         f"planned peak (one static arena)   {report['peak_bytes']:>10,} B  {_kib(report['peak_bytes']):>8} KiB",

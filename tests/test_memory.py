@@ -79,20 +79,43 @@ def test_replay_catches_broken_plans():
 
 def test_chain_lowers_the_peak_and_replay_guards_it():
     """For 1.0@224 the planner chains block 1 (stem fused) with block 2, so block 1's 112x112x16 output exists only
-    as a ring of rows; the arena drops below the unchained plan's; moving the output into image rows the chain still
-    reads is caught."""
+    as a ring of rows, and both run column-sliding (the 112x112x96 expansion of block 2 keeps one shared row plus
+    column windows instead of three rows); the arena drops far below the unrefined plan's (227.6 KiB); moving the
+    output into image rows the chain still reads is caught."""
     g = quant_graph(1.0, 224)
     chained = plan(g, "streamed")
     chain = next(u for u in chained.units if u.kind == "chain")
     assert chain.output == "b2/project" and chain.parts[0].output == "b1/project"
+    assert all(part.cs for part in chain.parts) and chain.ring_rows == 2
     assert "b1/project" not in {b.name for b in chained.buffers}
-    unchained = memory._plan_units(g, streamed_units(g))
-    assert chained.arena_bytes < unchained.arena_bytes - 30 * KIB
+    unrefined = memory._plan_units(g, streamed_units(g))
+    assert chained.arena_bytes < unrefined.arena_bytes - 50 * KIB
+    assert chained.arena_bytes <= 170 * KIB  # the issue's goal is 165 KiB: not reached (README)
     replay(g, chained)
     src, out = chained.buffer(chain.inputs[0]), chained.buffer(chain.output)
     moved = tuple(replace(b, offset=src.offset + 16 * 672) if b.name == out.name else b for b in chained.buffers)
     with pytest.raises(PlanError, match="still to be read"):
         replay(g, replace(chained, buffers=moved))
+
+
+def test_scratch_formula_python_equals_c(tmp_path):
+    """codegen/memory.py's block_scratch_bytes and the kernels' MNV2_BLOCK_SCRATCH_SIZE agree, line buffers and
+    column-sliding."""
+    from codegen.emit import environment
+    cases = [(a, k, w, c, s, cs) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112) for c in (1, 96)
+             for s in (1, 2) for cs in ((False, True) if a else (False,))]
+    (tmp_path / "mnv2_kernels.h").write_text(environment().get_template("kernels/mnv2_kernels.h.j2").render(
+        provenance="/* test */"))
+    lines = [f"{{ mnv2_block_params_t p = {{0}}; p.a_kernel = {a}; p.b_kernel = {k}; p.mid_w = {w}; p.mid_c = {c}; "
+             f"p.b_stride = {s}; p.cs = {int(cs)}; printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
+             for a, k, w, c, s, cs in cases]
+    (tmp_path / "t.c").write_text('#include <stdio.h>\n#include "mnv2_kernels.h"\nint main(void) {\n'
+                                  + "\n".join(lines) + "\nreturn 0;\n}\n")
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "t"), "t.c"],
+                   cwd=tmp_path, check=True)
+    got = [int(x) for x in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
+                                          check=True).stdout.split()]
+    assert got == [block_scratch_bytes(a, k, w, c, s, cs) for a, k, w, c, s, cs in cases]
 
 
 def test_scratch_formula_matches_units():
