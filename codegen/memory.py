@@ -22,6 +22,9 @@ import numpy as np
 from .graph import QuantGraph
 
 ALIGN = 16
+# A refinement of the streamed plan (column-sliding, chaining) costs speed (column windows, smaller kernel calls); it
+# is kept only when it saves at least this fraction of the arena.
+MIN_REFINE_GAIN = 1 / 64
 STRATEGIES = ("streamed", "layerwise")
 
 
@@ -423,8 +426,8 @@ def _refinements(graph: QuantGraph, units: tuple, i: int):
 
 def plan_streamed(graph: QuantGraph) -> MemoryPlan:
     """Streamed units, refined while that lowers the arena: each round, of the refinements of the units running at
-    the peak (column-sliding, chaining), the one with the smallest arena is kept. Both cost a little speed (column
-    windows, smaller kernel calls), so nothing is refined that does not lower the peak."""
+    the peak (column-sliding, chaining), the one with the smallest arena is kept if it saves at least
+    MIN_REFINE_GAIN of the arena (both cost speed: column windows, smaller kernel calls)."""
     best = _plan_units(graph, streamed_units(graph))
     while True:
         units = best.units
@@ -432,7 +435,7 @@ def plan_streamed(graph: QuantGraph) -> MemoryPlan:
         trials = [_plan_units(graph, cand) for i in range(len(units)) if live[i] == max(live)
                   for cand in _refinements(graph, units, i)]
         trial = min(trials, key=lambda t: t.arena_bytes, default=None)
-        if trial is None or trial.arena_bytes >= best.arena_bytes:
+        if trial is None or trial.arena_bytes > best.arena_bytes * (1 - MIN_REFINE_GAIN):
             return best
         best = trial
 
