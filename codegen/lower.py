@@ -129,9 +129,11 @@ def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
                 macs, summary, scratch=unit.scratch, call_args=args)
 
 
-def c_initializer(params: dict) -> str:
-    """A nested C99 designated initializer: {.field = value, ...}."""
-    return "{" + ", ".join(f".{k} = {v}" for k, v in params.items()) + "}"
+def c_initializer(params: dict, indent: int = 8) -> str:
+    """A nested C99 designated initializer, one field per line: {.field = value, ...} (the closing brace at
+    `indent` - 4 columns, as a field value of the generated parameter structs)."""
+    pad = " " * indent
+    return "{\n" + "".join(f"{pad}.{k} = {v},\n" for k, v in params.items()) + " " * (indent - 4) + "}"
 
 
 def _chain_step(graph: QuantGraph, unit, ops: dict) -> Step:
