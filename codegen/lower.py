@@ -102,7 +102,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
                   add_proj_shift=add.input_shifts[1] if add else 0,
                   add_out_mult=add.output_multiplier if add else 0, add_out_shift=add.output_shift if add else 0,
                   add_out_zp=qp[add.output].zero_point if add else 0, add_act_min=add.act_min if add else -128,
-                  add_act_max=add.act_max if add else 127, cs=1 if unit.cs else 0)
+                  add_act_max=add.act_max if add else 127, cs_cols=unit.cs_cols)
     if add is not None:
         assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
     arrays = (_arrays(c_name(a.name), a) if a else ()) + _arrays(c_name(b.name), b) + _arrays(c_name(c.name), c)
@@ -113,7 +113,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
     stages = ([f"{'stem conv' if ka > 1 else 'expand'} {ka}x{ka}/{a.stride} to {mid_h}x{mid_w}x{mid_c}"] if a else [])
     stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}", f"project to {out_c}"]
     stages += ["residual add"] if add else []
-    stages[0] += " (column-sliding)" if unit.cs else ""
+    stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
     return params, arrays, args, macs, stages
 
 

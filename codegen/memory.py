@@ -23,8 +23,9 @@ from .graph import QuantGraph
 
 ALIGN = 16
 # A refinement of the streamed plan (column-sliding, chaining) costs speed (column windows, smaller kernel calls); it
-# is kept only when it saves at least this fraction of the arena.
+# is kept only when it saves at least this fraction of the arena and at least MIN_REFINE_BYTES.
 MIN_REFINE_GAIN = 1 / 64
+MIN_REFINE_BYTES = 1024
 STRATEGIES = ("streamed", "layerwise")
 
 
@@ -43,7 +44,7 @@ class Unit:
     add: str | None = None
     parts: tuple = ()  # chain: the two block Units, in order
     ring_rows: int = 0  # chain: rows of the first block's output held at once
-    cs: bool = False  # block: column-sliding mid rows instead of a ring of whole rows
+    cs_cols: int = 0  # block: column-sliding mid rows (windows of cs_cols columns) instead of a ring of whole rows
 
 
 @dataclass(frozen=True)
@@ -89,15 +90,22 @@ def tensor_bytes(graph: QuantGraph, name: str) -> int:
 
 
 def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int, b_stride: int = 1,
-                        cs: bool = False) -> int:
+                        cs_cols: int = 0) -> int:
     """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE), when there is a stage A: line
-    buffers, a ring of b_kernel mid rows; or column-sliding (cs), the b_kernel - b_stride rows consecutive output rows
-    share plus b_stride windows of b_kernel columns. Plus one mid pixel."""
+    buffers, a ring of b_kernel mid rows; or column-sliding (cs_cols > 0), the b_kernel - b_stride rows consecutive
+    output rows share plus b_stride windows of cs_cols columns. Plus one mid pixel."""
     if a_kernel == 0:
         return mid_c
-    if cs:
-        return ((b_kernel - b_stride) * mid_w + b_stride * b_kernel + 1) * mid_c
+    if cs_cols:
+        return ((b_kernel - b_stride) * mid_w + b_stride * cs_cols + 1) * mid_c
     return (b_kernel * mid_w + 1) * mid_c
+
+
+def cs_window_cols(b_kernel: int, b_stride: int, mid_c: int) -> int:
+    """Columns of a column-sliding window: the depthwise window plus enough columns for the following pixels that
+    stage A runs on several columns per call (2 to 8 pixels, about 256 bytes of mid row per window)."""
+    pixels = max(2, min(8, 256 // mid_c))
+    return b_kernel + b_stride * (pixels - 1)
 
 
 # ------------------------------------------------------------------------------------------------ units
@@ -113,22 +121,23 @@ def layerwise_units(graph: QuantGraph) -> tuple:
     return tuple(units)
 
 
-def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs: bool = False) -> int:
+def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: int = 0) -> int:
     dw = ops[b]
     mid_h, mid_w, mid_c = graph.shapes[dw.input]
     a_kernel = ops[a].weight.shape[1] if a else 0
-    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs)
+    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs_cols)
 
 
 def column_sliding(graph: QuantGraph, unit: Unit) -> Unit | None:
     """The block with column-sliding mid rows (cs), or None where it does not apply (no stage A, or a depthwise
     whose stride is not below its kernel, or already cs)."""
-    if unit.kind != "block" or unit.cs or unit.a is None:
+    if unit.kind != "block" or unit.cs_cols or unit.a is None:
         return None
     dw = _ops_by_name(graph)[unit.b]
     if dw.weight.shape[0] <= dw.stride:
         return None
-    return replace(unit, cs=True, scratch=unit_scratch(graph, _ops_by_name(graph), unit.a, unit.b, cs=True))
+    cols = cs_window_cols(dw.weight.shape[0], dw.stride, graph.shapes[dw.input][2])
+    return replace(unit, cs_cols=cols, scratch=unit_scratch(graph, _ops_by_name(graph), unit.a, unit.b, cols))
 
 
 def streamed_units(graph: QuantGraph) -> tuple:
@@ -195,14 +204,21 @@ class _BlockGeom:
             n = min(self.in_h, r * self.sb - self.pb + self.kb)
         return max(n, r + 1) if self.residual else n
 
+    def whole_done(self, r: int) -> int:
+        """Mid rows computed before output row r's first write: all of them, except with cs the rows computed
+        column by column during the row (beyond the first b_kernel - b_stride rows of its window)."""
+        end = self.mid_done(r)
+        if not self.cs:
+            return end
+        return max(self.mid_done(r - 1) if r else 0, min(end, max(0, r * self.sb - self.pb) + self.kb - self.sb))
+
     def in_free(self, r: int, writing: bool = True) -> int:
         """Leading input rows that neither output row r nor any later row reads (`writing`: while output row r is
         being written; else once it is finished). A residual block may run exactly in place (its residual reads are
         pixel by pixel, before the write): that case is row r free up to row r. With cs, the mid rows computed
         column by column read their input rows while row r is written."""
         if self.ka:
-            # first mid row computed after output row r (cs, while writing: after output row r - 1)
-            next_mid = (self.mid_done(r - 1) if r else 0) if self.cs and writing else self.mid_done(r)
+            next_mid = self.whole_done(r) if writing else self.mid_done(r)  # first mid row still to be read
             free = self.in_h if next_mid >= self.mid_h else max(0, next_mid * self.sa - self.pa)
         else:
             free = max(0, r * self.sb - self.pb)  # the depthwise reads input rows directly while writing row r
@@ -215,7 +231,7 @@ def block_geom(graph: QuantGraph, unit: Unit) -> _BlockGeom:
     a = ops[unit.a] if unit.a else None
     return _BlockGeom(graph.shapes[unit.inputs[0]][0], graph.shapes[dw.input][0], graph.shapes[unit.output][0],
                       a.weight.shape[1] if a else 0, a.stride if a else 1, a.padding[0] if a else 0,
-                      dw.weight.shape[0], dw.stride, dw.padding[0], unit.add is not None, unit.cs)
+                      dw.weight.shape[0], dw.stride, dw.padding[0], unit.add is not None, unit.cs_cols > 0)
 
 
 def chain_unit(graph: QuantGraph, first: Unit, second: Unit) -> Unit | None:
@@ -228,7 +244,7 @@ def chain_unit(graph: QuantGraph, first: Unit, second: Unit) -> Unit | None:
         return None
     # rows of the first block's output read at once: one stage A window (cs: those of b_stride mid rows), or the
     # depthwise window when there is no stage A
-    ring = ((g2.sb - 1) * g2.sa + g2.ka if second.cs else g2.ka) if g2.ka else g2.kb
+    ring = ((g2.sb - 1) * g2.sa + g2.ka if second.cs_cols else g2.ka) if g2.ka else g2.kb
     ring_bytes = ring * int(np.prod(graph.shapes[first.output][1:]))
     return Unit("chain", first.ops + second.ops, first.inputs, second.output,
                 first.scratch + ring_bytes + second.scratch, parts=(first, second), ring_rows=ring)
@@ -427,7 +443,7 @@ def _refinements(graph: QuantGraph, units: tuple, i: int):
 def plan_streamed(graph: QuantGraph) -> MemoryPlan:
     """Streamed units, refined while that lowers the arena: each round, of the refinements of the units running at
     the peak (column-sliding, chaining), the one with the smallest arena is kept if it saves at least
-    MIN_REFINE_GAIN of the arena (both cost speed: column windows, smaller kernel calls)."""
+    MIN_REFINE_GAIN of the arena and MIN_REFINE_BYTES (both cost speed: column windows, smaller kernel calls)."""
     best = _plan_units(graph, streamed_units(graph))
     while True:
         units = best.units
@@ -435,7 +451,8 @@ def plan_streamed(graph: QuantGraph) -> MemoryPlan:
         trials = [_plan_units(graph, cand) for i in range(len(units)) if live[i] == max(live)
                   for cand in _refinements(graph, units, i)]
         trial = min(trials, key=lambda t: t.arena_bytes, default=None)
-        if trial is None or trial.arena_bytes > best.arena_bytes * (1 - MIN_REFINE_GAIN):
+        gain = best.arena_bytes - trial.arena_bytes if trial is not None else 0
+        if gain < max(MIN_REFINE_BYTES, best.arena_bytes * MIN_REFINE_GAIN):
             return best
         best = trial
 

@@ -82,7 +82,7 @@ def block_rows(graph: QuantGraph, memory_plan: MemoryPlan) -> list[BlockRow]:
             exp, t, slices, band = 0, 1, lw, lw
         part = next((u for u in unit.parts if members[-1] in u.ops), unit)  # the block within a chain
         chosen = {"block": "row_band", "chain": "chained"}.get(unit.kind, "layerwise")
-        chosen += ("+stem" if part.a == "stem" else "") + ("+cols" if part.cs else "")
+        chosen += ("+stem" if part.a == "stem" else "") + ("+cols" if part.cs_cols else "")
         rows.append(BlockRow(name, tensor_bytes(graph, src), tensor_bytes(graph, out), exp, t, lw, slices, band,
                              chosen, unit.scratch, live))
     return rows

@@ -352,9 +352,9 @@ static int case_block(int32_t i)
         p.mid_zp = p.in_zp;
     }
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
-    p.cs = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u);
+    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride : 0;
     pl = p;
-    pl.cs = 0;
+    pl.cs_cols = 0;
     n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
     n_out = (uint32_t)(p.out_h * p.out_w * p.out_c);
     n_ref_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(pl);
@@ -370,7 +370,7 @@ static int case_block(int32_t i)
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
     cb = rand_bias((uint32_t)p.out_c);
     rand_requant((uint32_t)p.out_c, &cm, &cs);
-    inplace = p.residual && !p.cs && inplace_legal(&p) && (rnd() & 1u);
+    inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);
     in2 = take(n_in);
     memcpy(in2, in1, n_in);

@@ -86,7 +86,7 @@ def test_chain_lowers_the_peak_and_replay_guards_it():
     chained = plan(g, "streamed")
     chain = next(u for u in chained.units if u.kind == "chain")
     assert chain.output == "b2/project" and chain.parts[0].output == "b1/project"
-    assert all(part.cs for part in chain.parts) and chain.ring_rows == 2
+    assert all(part.cs_cols for part in chain.parts) and chain.ring_rows == 2
     assert "b1/project" not in {b.name for b in chained.buffers}
     unrefined = memory._plan_units(g, streamed_units(g))
     assert chained.arena_bytes < unrefined.arena_bytes - 50 * KIB
@@ -103,11 +103,11 @@ def test_scratch_formula_python_equals_c(tmp_path):
     column-sliding."""
     from codegen.emit import environment
     cases = [(a, k, w, c, s, cs) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112) for c in (1, 96)
-             for s in (1, 2) for cs in ((False, True) if a else (False,))]
+             for s in (1, 2) for cs in ((0, k, k + 3 * s) if a else (0,))]
     (tmp_path / "mnv2_kernels.h").write_text(environment().get_template("kernels/mnv2_kernels.h.j2").render(
         provenance="/* test */"))
     lines = [f"{{ mnv2_block_params_t p = {{0}}; p.a_kernel = {a}; p.b_kernel = {k}; p.mid_w = {w}; p.mid_c = {c}; "
-             f"p.b_stride = {s}; p.cs = {int(cs)}; printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
+             f"p.b_stride = {s}; p.cs_cols = {cs}; printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
              for a, k, w, c, s, cs in cases]
     (tmp_path / "t.c").write_text('#include <stdio.h>\n#include "mnv2_kernels.h"\nint main(void) {\n'
                                   + "\n".join(lines) + "\nreturn 0;\n}\n")
