@@ -136,6 +136,7 @@ def metadata(schedule: Schedule, options: dict, digest: str, files: list[str] | 
                     "param_bytes": sum(a.values.nbytes for a in s.arrays), "summary": s.summary}
                    for s in schedule.steps],
         "plan": {"strategy": plan.strategy, "arena_bytes": plan.arena_bytes,
+                 "units": [_unit_record(u) for u in plan.units],
                  "buffers": [{"name": b.name, "offset": b.offset, "size": b.size, "first": b.first, "last": b.last}
                              for b in plan.buffers]},
         "files": sorted(files if files is not None else
@@ -144,6 +145,18 @@ def metadata(schedule: Schedule, options: dict, digest: str, files: list[str] | 
         **({"test_inputs": [x["label"] for x in test_inputs]} if test_inputs is not None else {}),
         **({"fit": fit} if fit is not None else {}),
     }
+
+
+def _unit_record(unit) -> dict:
+    """A plan unit for metadata.json: kind, ops, output, scratch; a block's column-sliding window width; a chain's
+    ring rows and its two blocks."""
+    rec = {"kind": unit.kind, "ops": list(unit.ops), "output": unit.output, "scratch_bytes": unit.scratch}
+    if unit.kind == "block":
+        rec["column_sliding_cols"] = unit.cs_cols
+    if unit.kind == "chain":
+        rec["ring_rows"] = unit.ring_rows
+        rec["parts"] = [_unit_record(part) for part in unit.parts]
+    return rec
 
 
 def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.ndarray]] | None = None,

@@ -164,3 +164,16 @@ def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy, alph
                 model_macs += op.weight.size
         assert counter.value == model_macs
     assert np.array_equal(out, run_int8(g, x))
+
+
+def test_metadata_records_the_chain():
+    """metadata.json lists the plan's units: the chain, its ring and its two column-sliding blocks."""
+    import json
+    g = quant_graph(1.0, 96)
+    p = plan(g, "streamed")
+    meta = json.loads(render(lower(g, p, load_target("host")), {"target": "host"})["metadata.json"])
+    chain = next(u for u in meta["plan"]["units"] if u["kind"] == "chain")
+    assert chain["output"] == "b2/project" and chain["ring_rows"] == 2
+    assert [part["output"] for part in chain["parts"]] == ["b1/project", "b2/project"]
+    assert all(part["column_sliding_cols"] >= 3 for part in chain["parts"])
+    assert chain["scratch_bytes"] == next(u.scratch for u in p.units if u.kind == "chain")
