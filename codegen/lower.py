@@ -17,7 +17,7 @@ class ConstArray:
     symbol: str
     ctype: str
     values: np.ndarray
-    role: str  # weight | bias | mult | shift
+    role: str  # weight | bias | mult | shift (int8: requantization shifts lie in [-31, 30])
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,17 @@ def c_name(name: str) -> str:
     return out if not out[0].isdigit() else f"t_{out}"
 
 
+def _shift_int8(shift: np.ndarray) -> np.ndarray:
+    assert shift.min() >= -128 and shift.max() <= 127, "requantization shifts fit int8"
+    return shift.astype(np.int8)
+
+
 def _arrays(cname: str, op, with_requant: bool = True) -> tuple:
     arrs = [ConstArray(f"mnv2_{cname}_weight", "int8_t", op.weight, "weight"),
             ConstArray(f"mnv2_{cname}_bias", "int32_t", op.bias, "bias")]
     if with_requant:
         arrs += [ConstArray(f"mnv2_{cname}_mult", "int32_t", op.multiplier, "mult"),
-                 ConstArray(f"mnv2_{cname}_shift", "int32_t", op.shift, "shift")]
+                 ConstArray(f"mnv2_{cname}_shift", "int8_t", _shift_int8(op.shift), "shift")]
     return tuple(arrs)
 
 

@@ -36,14 +36,14 @@ DRIVER = r"""
 #include "mnv2_kernels.h"
 
 void ref_conv_s8(const mnv2_conv_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
-                 const int32_t *bias, const int32_t *mult, const int32_t *shift);
+                 const int32_t *bias, const int32_t *mult, const int8_t *shift);
 void ref_depthwise_s8(const mnv2_dw_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
-                      const int32_t *bias, const int32_t *mult, const int32_t *shift);
+                      const int32_t *bias, const int32_t *mult, const int8_t *shift);
 void ref_fc_s8(const mnv2_fc_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight, const int32_t *bias);
 void ref_block_s8(const mnv2_block_params_t *p, const int8_t *in, int8_t *out, int8_t *scratch,
-                  const int8_t *a_w, const int32_t *a_bias, const int32_t *a_mult, const int32_t *a_shift,
-                  const int8_t *b_w, const int32_t *b_bias, const int32_t *b_mult, const int32_t *b_shift,
-                  const int8_t *c_w, const int32_t *c_bias, const int32_t *c_mult, const int32_t *c_shift);
+                  const int8_t *a_w, const int32_t *a_bias, const int32_t *a_mult, const int8_t *a_shift,
+                  const int8_t *b_w, const int32_t *b_bias, const int32_t *b_mult, const int8_t *b_shift,
+                  const int8_t *c_w, const int32_t *c_bias, const int32_t *c_mult, const int8_t *c_shift);
 
 #define GUARD 16
 static uint32_t rng_state = 0x12345678u;
@@ -115,11 +115,11 @@ static int32_t *rand_bias(uint32_t n)
     }
     return p;
 }
-static void rand_requant(uint32_t n, int32_t **mult, int32_t **shift)
+static void rand_requant(uint32_t n, int32_t **mult, int8_t **shift)
 {
     uint32_t i;
     *mult = take(4 * n);
-    *shift = take(4 * n);
+    *shift = take(n);
     for (i = 0; i < n; ++i) {
         (*mult)[i] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
         (*shift)[i] = rint_(-14, 1);
@@ -177,7 +177,8 @@ static int case_conv(int32_t i)
 {
     mnv2_conv_params_t p;
     int8_t *in, *w, *o1, *o2;
-    int32_t *bias, *mult, *shift;
+    int32_t *bias, *mult;
+    int8_t *shift;
     uint32_t n_in, n_out;
     int32_t k;
     memset(&p, 0, sizeof p);
@@ -217,7 +218,8 @@ static int case_depthwise(int32_t i)
 {
     mnv2_dw_params_t p;
     int8_t *in, *w, *o1, *o2;
-    int32_t *bias, *mult, *shift;
+    int32_t *bias, *mult;
+    int8_t *shift;
     uint32_t n_out;
     memset(&p, 0, sizeof p);
     p.kernel = (rnd() & 3u) ? 3 : rint_(1, 5);
@@ -250,7 +252,8 @@ static int case_fc(int32_t i)
 {
     mnv2_fc_params_t p;
     int8_t *in, *w, *o1, *o2;
-    int32_t *bias, *mult, *shift;
+    int32_t *bias, *mult;
+    int8_t *shift;
     memset(&p, 0, sizeof p);
     p.in_n = rint_(1, 300);
     p.out_n = rint_(1, 23);
@@ -295,7 +298,8 @@ static int case_block(int32_t i)
 {
     mnv2_block_params_t p, pl;
     int8_t *in1, *in2, *o1, *o2, *s1, *s2, *aw = 0, *bw, *cw;
-    int32_t *ab = 0, *am = 0, *as = 0, *bb, *bm, *bs, *cb, *cm, *cs;
+    int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
+    int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
     int32_t ka, wide = (rnd() & 15u) == 0, inplace;
     memset(&p, 0, sizeof p);

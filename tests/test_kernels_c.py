@@ -306,7 +306,7 @@ def kernel_call(graph, op, tensors: dict, no_bias: bool = False) -> tuple[str, d
         else:
             params = dict(common, channels=in_c, kernel=op.weight.shape[0])
         bias = None if no_bias else i32(op.bias)
-        arrays = [i8(tensors[op.input]), i8(op.weight), bias, i32(op.multiplier), i32(op.shift)]
+        arrays = [i8(tensors[op.input]), i8(op.weight), bias, i32(op.multiplier), i8(op.shift)]
     elif op.kind == "add":
         a, b = op.inputs
         params = dict(size=out_len, in1_zp=qp[a].zero_point, in2_zp=qp[b].zero_point, left_shift=op.left_shift,
@@ -522,7 +522,7 @@ def test_extreme_accumulators(run_kernel, out_zp):
     c = len(EXTREME_BIAS)
     bias = np.array(EXTREME_BIAS, np.int32)
     mult = rng.choice(np.array([INT32_MAX, 1 << 30, INT32_MAX - 1]), size=c).astype(np.int32)
-    shift = rng.choice(np.array([0, 1, -1, 2, 30, -31]), size=c).astype(np.int32)
+    shift = rng.choice(np.array([0, 1, -1, 2, 30, -31]), size=c).astype(np.int8)
     for lo, hi in ((-128, 127), (-10, 20)):
         want = requant.requantize(bias.astype(np.int64), mult.astype(np.int64), shift.astype(np.int64), out_zp, lo, hi)
         x = rng.integers(-128, 128, size=(3, 3, 4)).astype(np.int8)
