@@ -448,7 +448,8 @@ def plan_streamed(graph: QuantGraph) -> MemoryPlan:
     while True:
         units = best.units
         live = [best.live_bytes(i) for i in range(len(units))]
-        trials = [_plan_units(graph, cand) for i in range(len(units)) if live[i] == max(live)
+        peak = max(live)
+        trials = [_plan_units(graph, cand) for i in range(len(units)) if live[i] == peak
                   for cand in _refinements(graph, units, i)]
         trial = min(trials, key=lambda t: t.arena_bytes, default=None)
         gain = best.arena_bytes - trial.arena_bytes if trial is not None else 0
@@ -529,9 +530,9 @@ def _block_events(graph: QuantGraph, unit: Unit, row_begin: int, row_end: int):
         lo, hi = r * g.sb - g.pb, g.mid_done(r)
         column_rows = (hi, hi)
         if g.ka:
-            whole_end = min(hi, max(0, lo) + g.kb - g.sb) if g.cs else hi
-            yield from stage_a_reads(next_mid, max(next_mid, whole_end))
-            column_rows = (max(next_mid, whole_end), hi)
+            whole = g.whole_done(r)  # computed before the row's pixels; the rest column by column
+            yield from stage_a_reads(next_mid, whole)
+            column_rows = (whole, hi)
             next_mid = hi
         for x in range(out_w):
             yield from stage_a_reads(*column_rows)
