@@ -106,12 +106,14 @@ static int32_t *rand_bias(uint32_t n)
 {
     int32_t *p;
     uint32_t i;
+    int big;
     if ((rnd() & 7u) == 0) {
         return 0;
     }
     p = take(4 * n);
+    big = (rnd() & 15u) == 0; /* near 2^30: the bound of the short requantization (mnv2_rq_fast_ok) */
     for (i = 0; i < n; ++i) {
-        p[i] = rint_(-40000, 40000);
+        p[i] = big ? ((rnd() & 1u) ? 1 : -1) * (0x40000000 + rint_(-65536, 65536)) : rint_(-40000, 40000);
     }
     return p;
 }
@@ -355,6 +357,9 @@ static int case_block(int32_t i)
     if (p.a_kernel == 0) {
         p.mid_zp = p.in_zp;
     }
+    /* the stage A / projection product zero points: as the data's, or 0 (a bias that folds them, as for 1x1) */
+    p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
+    p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
     p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride : 0;
     pl = p;
