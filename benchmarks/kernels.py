@@ -1,12 +1,15 @@
 """Kernel benchmark: executed instructions per inference and per MAC of each MCU target's selected kernels against
-the portable kernels on the same emulated board, plus the flash split (code vs weights), all measured in this run.
+the portable kernels on the same emulated board, per layer and in total, plus the flash split (code vs weights),
+all measured in this run.
 
 Run: .venv/bin/python benchmarks/kernels.py [--targets cortex-m7 cortex-m55] [--models 0.35@96 0.35@144 1.0@224]
-     [--json]
+     [--no-layers] [--json]
 For each (target, model) the firmware is generated and built twice, once with the target's `kernels` and once with
-`kernels = "portable"` (the target overridden in memory, nothing on disk changes), and run on the target's QEMU
-board on the bundled sample image; the instructions are the board counter's for the `mnv2_invoke` call (QEMU
--icount: instructions, not cycles). Each run's output is checked bit-exact against the numpy int8 reference.
+`kernels = "portable"` (the target overridden in memory, nothing on disk changes), and run once on the target's
+QEMU board under the profiling plugin (codegen/profile.py) on the bundled sample image: the instructions per
+inference are the board counter's for the `mnv2_invoke` call (QEMU -icount: instructions, not cycles), the
+per-layer figures the plugin's (one kernel call per unit of the plan; layers + call overhead == the whole call).
+Each run's output is checked bit-exact against the numpy int8 reference.
 Flash: `size -A` of the board ELF: code = .text + .rodata (kernels, model glue, parameter structs, harness),
 weights = .weights (the .inputs section of test images is not counted).
 A model whose alpha has no bundled checkpoint runs with random weights (the test suite's random MobileNetV2,
@@ -29,7 +32,8 @@ import numpy as np  # noqa: E402
 
 from codegen import generate as gen_mod  # noqa: E402
 from codegen.checkpoint import bundled_checkpoints  # noqa: E402
-from codegen.generate import generate, run_emulated  # noqa: E402
+from codegen.generate import generate  # noqa: E402
+from codegen.profile import profile  # noqa: E402
 from codegen.pipeline import CalibOptions, compile_front  # noqa: E402
 from codegen.reference import run_int8  # noqa: E402
 from codegen.targets import load_target  # noqa: E402
@@ -62,20 +66,38 @@ def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
     finally:
         gen_mod.load_target = original
     start = time.monotonic()
-    run = run_emulated(g)
+    prof = profile(g.elf, g.schedule, variant, g.variant / "profile")
     seconds = time.monotonic() - start
     want = run_int8(compiled.quant_graph, g.test_inputs)
-    insns = run.instructions[0]
+    insns = prof["harness_instructions"]
     macs = g.schedule.macs
+    layers = [{k: layer[k] for k in ("name", "kernel", "macs", "instructions")} for layer in prof["layers"]]
     return {"kernels": kernels, "instructions": insns, "macs": macs, "instructions_per_mac": insns / macs,
-            "bit_exact": bool(np.array_equal(run.outputs, want)), "qemu_seconds": round(seconds, 2),
-            **flash_split(g.variant / "mnv2_board.elf", variant.size)}
+            "layers": layers, "overhead_instructions": prof["overhead"]["instructions"],
+            "bit_exact": bool(np.array_equal(prof["outputs"], want)), "qemu_seconds": round(seconds, 2),
+            **flash_split(g.elf, variant.size)}
+
+
+def print_layers(r: dict) -> None:
+    """Per-layer table of one (target, model): selected vs portable instructions."""
+    s, p = r["selected"], r["portable"]
+    print(f"\n{r['target']}, alpha {r['model'].replace('@', ' @ ')}: instructions per layer, {s['kernels']} vs "
+          f"portable")
+    print("| layer | kernel | MACs | instructions | instr/MAC | portable | speedup |")
+    print("|---|---|---|---|---|---|---|")
+    for a, b in zip(s["layers"], p["layers"]):
+        per = f"{a['instructions'] / a['macs']:.2f}" if a["macs"] else "-"
+        print(f"| {a['name']} | {a['kernel']} | {a['macs']:,} | {a['instructions']:,} | {per} | "
+              f"{b['instructions']:,} | {b['instructions'] / a['instructions']:.2f}x |")
+    print(f"| call overhead (input / output copies) | | | {s['overhead_instructions']:,} | | "
+          f"{p['overhead_instructions']:,} | |")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="alpha@resolution, e.g. 1.0@224")
+    ap.add_argument("--no-layers", action="store_true", help="leave out the per-layer tables")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
@@ -112,6 +134,9 @@ def main() -> int:
               f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
     print("MACs per inference: " + ", ".join(sorted({f"{r['model']}: {r['selected']['macs']:,}" for r in rows})))
+    if not args.no_layers:
+        for r in rows:
+            print_layers(r)
     return 0 if all(r["selected"]["bit_exact"] and r["portable"]["bit_exact"] for r in rows) else 1
 
 
