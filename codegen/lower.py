@@ -71,19 +71,23 @@ def _shift_int8(shift: np.ndarray) -> np.ndarray:
     return shift.astype(np.int8)
 
 
-def folded_bias(op, zp: int) -> np.ndarray:
-    """bias - zp * (each output channel's weight sum): for an unpadded product (1x1 conv, dense)
-    sum((x - zp) * w) + bias == sum(x * w) + this, so the kernel runs with input zero point 0 and no per-call weight
-    sums. Exact: the folded values stay far inside int32 (checked)."""
-    sums = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64).sum(axis=1)
-    out = op.bias.astype(np.int64) - int(zp) * sums
-    assert np.abs(out).max(initial=0) < 2 ** 31, f"{op.name}: folded bias exceeds int32"
-    return out.astype(np.int32)
+def fold_zero_point(op, zp: int, foldable: bool = True) -> tuple[np.ndarray, int]:
+    """(bias, kernel input zero point) for an op whose inputs have zero point zp. An unpadded product (1x1 conv,
+    dense) takes bias - zp * (each output channel's weight sum) and zero point 0: sum((x - zp) * w) + bias ==
+    sum(x * w) + that bias, so kernels need no per-call weight sums. Kept unfolded (op.bias, zp) when not foldable
+    (padding reads the zero point) or when the folded accumulators could leave int32 (|bias| + n * 128 * 128)."""
+    if not foldable or zp == 0:
+        return op.bias, int(zp)
+    w = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64)
+    out = op.bias.astype(np.int64) - int(zp) * w.sum(axis=1)
+    if np.abs(out).max(initial=0) + w.shape[1] * 128 * 128 >= 2 ** 31:
+        return op.bias, int(zp)
+    return out.astype(np.int32), 0
 
 
-def _arrays(cname: str, op, with_requant: bool = True, fold_zp: int | None = None) -> tuple:
-    """The op's constants; fold_zp: the bias as folded_bias(op, fold_zp) (the kernel then takes zero point 0)."""
-    bias = op.bias if fold_zp is None else folded_bias(op, fold_zp)
+def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None = None) -> tuple:
+    """The op's constants (bias: in place of op.bias, e.g. folded)."""
+    bias = op.bias if bias is None else bias
     arrs = [ConstArray(f"mnv2_{cname}_weight", "int8_t", op.weight, "weight"),
             ConstArray(f"mnv2_{cname}_bias", "int32_t", bias, "bias")]
     if with_requant:
@@ -103,17 +107,19 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
     in_h, in_w, in_c = shapes[src]
     mid_h, mid_w, mid_c = shapes[b.input]
     out_h, out_w, out_c = shapes[unit.output]
-    fold_a = a is not None and a.weight.shape[1] == 1   # 1x1 stages (unpadded) take folded biases
+    a_bias, a_zp = (fold_zero_point(a, qp[src].zero_point, a.weight.shape[1] == 1) if a
+                    else (None, qp[src].zero_point))
+    c_bias, c_zp = fold_zero_point(c, qp[b.output].zero_point)
     params = dict(in_h=in_h, in_w=in_w, in_c=in_c,
                   a_kernel=a.weight.shape[1] if a else 0, a_stride=a.stride if a else 1,
                   a_pad_top=a.padding[0] if a else 0, a_pad_left=a.padding[2] if a else 0,
                   mid_h=mid_h, mid_w=mid_w, mid_c=mid_c, in_zp=qp[src].zero_point,
-                  a_zp=0 if fold_a else qp[src].zero_point,
+                  a_zp=a_zp,
                   mid_zp=qp[b.input].zero_point, mid_act_min=a.act_min if a else -128,
                   mid_act_max=a.act_max if a else 127,
                   b_kernel=b.weight.shape[0], b_stride=b.stride, b_pad_top=b.padding[0], b_pad_left=b.padding[2],
                   out_h=out_h, out_w=out_w, out_c=out_c,
-                  dw_zp=qp[b.output].zero_point, dw_act_min=b.act_min, dw_act_max=b.act_max, c_zp=0,
+                  dw_zp=qp[b.output].zero_point, dw_act_min=b.act_min, dw_act_max=b.act_max, c_zp=c_zp,
                   proj_zp=qp[c.output].zero_point, proj_act_min=c.act_min, proj_act_max=c.act_max,
                   residual=1 if add else 0, add_left_shift=add.left_shift if add else 0,
                   add_in_mult=add.input_multipliers[0] if add else 0, add_in_shift=add.input_shifts[0] if add else 0,
@@ -124,8 +130,8 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
                   add_act_max=add.act_max if add else 127, cs_cols=unit.cs_cols)
     if add is not None:
         assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
-    arrays = ((_arrays(c_name(a.name), a, fold_zp=qp[src].zero_point if fold_a else None) if a else ())
-              + _arrays(c_name(b.name), b) + _arrays(c_name(c.name), c, fold_zp=qp[b.output].zero_point))
+    arrays = ((_arrays(c_name(a.name), a, bias=a_bias) if a else ()) + _arrays(c_name(b.name), b)
+              + _arrays(c_name(c.name), c, bias=c_bias))
     args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
@@ -176,9 +182,10 @@ def _op_step(graph: QuantGraph, op) -> Step:
         ih, iw, ic = shapes[op.input]
         oh, ow, oc = shapes[op.output]
         k = op.weight.shape[1] if op.kind == "conv" else op.weight.shape[0]
-        fold = op.kind == "conv" and k == 1 and not any(op.padding)  # unpadded 1x1: folded bias, zero point 0
+        bias, in_zp = fold_zero_point(op, qp[op.input].zero_point,
+                                      op.kind == "conv" and k == 1 and not any(op.padding))
         common = dict(kernel=k, stride=op.stride, pad_top=op.padding[0], pad_left=op.padding[2],
-                      in_zp=0 if fold else qp[op.input].zero_point, out_zp=qp[op.output].zero_point,
+                      in_zp=in_zp, out_zp=qp[op.output].zero_point,
                       act_min=op.act_min, act_max=op.act_max)
         if op.kind == "conv":
             params = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, **common)
@@ -188,7 +195,7 @@ def _op_step(graph: QuantGraph, op) -> Step:
             macs = oh * ow * oc * k * k
         summary = (f"{op.kind} {k}x{k}/{op.stride} {ih}x{iw}x{ic} -> {oh}x{ow}x{oc}"
                    f"{'' if op.activation == 'none' else ' ' + op.activation}")
-        arrays = _arrays(cn, op, fold_zp=qp[op.input].zero_point if fold else None)
+        arrays = _arrays(cn, op, bias=bias)
         return Step(op.name, cn, op.kind, tuple(params.items()), (op.input,), op.output, arrays, macs, summary)
     if op.kind == "add":
         a, b = op.inputs
@@ -206,11 +213,11 @@ def _op_step(graph: QuantGraph, op) -> Step:
                     f"global average pool {h}x{w}x{c} -> {c}")
     if op.kind == "dense":
         n_out, n_in = op.weight.shape
-        params = dict(in_n=n_in, out_n=n_out, in_zp=0, mult=op.multiplier,
+        bias, in_zp = fold_zero_point(op, qp[op.input].zero_point)
+        params = dict(in_n=n_in, out_n=n_out, in_zp=in_zp, mult=op.multiplier,
                       shift=op.shift, out_zp=qp[op.output].zero_point, act_min=op.act_min, act_max=op.act_max)
         return Step(op.name, cn, "fc", tuple(params.items()), (op.input,), op.output,
-                    _arrays(cn, op, with_requant=False, fold_zp=qp[op.input].zero_point), n_in * n_out,
-                    f"fully connected {n_in} -> {n_out}")
+                    _arrays(cn, op, with_requant=False, bias=bias), n_in * n_out, f"fully connected {n_in} -> {n_out}")
     raise TypeError(f"unknown op kind {op.kind}")
 
 

@@ -99,3 +99,25 @@ def test_round_half_away():
 def test_average_rounding():
     got = requant.divide_round_half_away(np.array([7, -7, 5, -5, 0, 6, -6]), 2)
     assert list(got) == [4, -4, 3, -3, 0, 3, -3]
+
+
+def test_fold_zero_point_is_exact_and_keeps_int32():
+    """The lowered 1x1 / dense bias with the input zero point folded in gives the same accumulators with zero
+    point 0; padded stages and biases the fold would push past int32 stay as they are."""
+    from types import SimpleNamespace
+
+    from codegen.lower import fold_zero_point
+
+    rng = np.random.default_rng(7)
+    op = SimpleNamespace(weight=rng.integers(-127, 128, (6, 1, 1, 20)).astype(np.int8),
+                         bias=rng.integers(-40000, 40000, 6).astype(np.int32))
+    w = op.weight.reshape(6, -1).astype(np.int64)
+    for zp in (-128, -3, 0, 55, 127):
+        bias, kernel_zp = fold_zero_point(op, zp)
+        x = rng.integers(-128, 128, (50, 20))
+        assert kernel_zp == 0 and bias.dtype == np.int32
+        np.testing.assert_array_equal((x - kernel_zp) @ w.T + bias, (x - zp) @ w.T + op.bias)
+    assert fold_zero_point(op, 5, foldable=False) == (op.bias, 5)
+    big = SimpleNamespace(weight=op.weight, bias=np.full(6, 2 ** 31 - 100, np.int32))
+    bias, kernel_zp = fold_zero_point(big, -128)
+    assert kernel_zp == -128 and bias is big.bias
