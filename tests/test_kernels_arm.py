@@ -303,7 +303,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -311,6 +311,11 @@ static int case_block(int32_t i)
     p.in_h = rint_(1, 8);
     p.in_w = rint_(1, 11);
     p.in_c = p.a_kernel == 3 ? ((rnd() & 3u) ? rint_(1, 8) : rint_(57, 70)) : rint_(1, 40);
+    stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
+    if (stem) {
+        p.in_c = 3;
+        p.in_w = rint_(5, 24);
+    }
     if (p.a_kernel == 3) {
         p.a_pad_top = rint_(0, 1);
         p.a_pad_left = rint_(0, 1);
@@ -357,6 +362,10 @@ static int case_block(int32_t i)
     if (p.a_kernel == 0) {
         p.mid_zp = p.in_zp;
     }
+    if (stem && (rnd() & 1u)) { /* the whole int8 range, as the Helium stem's fast path needs */
+        p.mid_act_min = -128;
+        p.mid_act_max = 127;
+    }
     /* the stage A / projection product zero points: as the data's, or 0 (a bias that folds them, as for 1x1) */
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
@@ -372,6 +381,11 @@ static int case_block(int32_t i)
         aw = rand_w((uint32_t)(p.mid_c * p.a_kernel * p.a_kernel * p.in_c));
         ab = rand_bias((uint32_t)p.mid_c);
         rand_requant((uint32_t)p.mid_c, &am, &as);
+        if (stem && (rnd() & 1u)) {
+            for (j = 0; j < p.mid_c; ++j) {
+                as[j] = (int8_t)rint_(-14, -1); /* right shifts only, as the Helium stem's fast path needs */
+            }
+        }
     }
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
     bb = rand_bias((uint32_t)p.mid_c);
