@@ -40,6 +40,7 @@ void ref_conv_s8(const mnv2_conv_params_t *p, const int8_t *in, int8_t *out, con
 void ref_depthwise_s8(const mnv2_dw_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
                       const int32_t *bias, const int32_t *mult, const int8_t *shift);
 void ref_fc_s8(const mnv2_fc_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight, const int32_t *bias);
+void ref_avgpool_s8(const mnv2_avgpool_params_t *p, const int8_t *in, int8_t *out);
 void ref_block_s8(const mnv2_block_params_t *p, const int8_t *in, int8_t *out, int8_t *scratch,
                   const int8_t *a_w, const int32_t *a_bias, const int32_t *a_mult, const int8_t *a_shift,
                   const int8_t *b_w, const int32_t *b_bias, const int32_t *b_mult, const int8_t *b_shift,
@@ -274,6 +275,24 @@ static int case_fc(int32_t i)
     return compare("fc", i, o1, o2, (uint32_t)p.out_n);
 }
 
+static int case_avgpool(int32_t i)
+{
+    mnv2_avgpool_params_t p;
+    int8_t *in, *o1, *o2;
+    int32_t zp;
+    memset(&p, 0, sizeof p);
+    p.h = rint_(1, 18); /* up to 324 pixels: both sides of the DSP variant's 255-pixel int16 sums */
+    p.w = rint_(1, 18);
+    p.channels = rint_(1, 40);
+    rand_act(&zp, &p.act_min, &p.act_max);
+    in = rand_s8((uint32_t)(p.h * p.w * p.channels));
+    o1 = take((uint32_t)p.channels);
+    o2 = take((uint32_t)p.channels);
+    ref_avgpool_s8(&p, in, o1);
+    mnv2_avgpool_s8(&p, in, o2);
+    return compare("avgpool", i, o1, o2, (uint32_t)p.channels);
+}
+
 /* Whether the block may run exactly in place (out == in): the memory planner's rule (codegen/memory.py
  * row_constraints): output row r may overwrite input rows that neither it nor a later row still reads. */
 static int inplace_legal(const mnv2_block_params_t *p)
@@ -414,10 +433,11 @@ int main(void)
     int32_t i, bad = 0;
     for (i = 0; i < CASES && bad < 5; ++i) {
         used = 0;
-        switch (i % 4) {
+        switch (i % 5) {
         case 0: bad += case_block(i); break;
         case 1: bad += case_conv(i); break;
         case 2: bad += case_depthwise(i); break;
+        case 3: bad += case_avgpool(i); break;
         default: bad += case_fc(i); break;
         }
     }
@@ -451,7 +471,7 @@ def test_variant_matches_portable(target, kernels, tmp_path):
     subprocess.run([*base, *renames, f"-I{tmp_path / 'ref'}", "-c", "-o", str(tmp_path / "ref.o"),
                     str(tmp_path / "ref" / "mnv2_kernels.c")], check=True, capture_output=True, timeout=120)
     mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=16384"]
-    r = subprocess.run([*base, "-DCASES=1200", f"-I{tmp_path / 'fast'}", *t.ldflags,
+    r = subprocess.run([*base, "-DCASES=1500", f"-I{tmp_path / 'fast'}", *t.ldflags,
                         "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(tmp_path / "k.elf"),
                         str(tmp_path / "driver.c"),
                         str(tmp_path / "fast" / "mnv2_kernels.c"), str(tmp_path / "ref.o"),
