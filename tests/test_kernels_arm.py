@@ -322,7 +322,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -330,6 +330,13 @@ static int case_block(int32_t i)
     p.in_h = rint_(1, 8);
     p.in_w = rint_(1, 11);
     p.in_c = p.a_kernel == 3 ? ((rnd() & 3u) ? rint_(1, 8) : rint_(57, 70)) : rint_(1, 40);
+    /* MobileNetV2-like depthwise (half the blocks): 3 x 3, channels a multiple of 8, right shifts only, the whole
+     * int8 range, wider rows: the runs of interior pixels the Helium assembly takes */
+    mnv2_like = (rnd() & 1u);
+    if (mnv2_like && p.a_kernel != 3) {
+        p.in_w = rint_(4, 24);
+        p.in_c = p.a_kernel ? p.in_c : 8 * rint_(1, 5);
+    }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
     if (stem) {
         p.in_c = 3;
@@ -350,8 +357,8 @@ static int case_block(int32_t i)
     if (p.mid_h < 1 || p.mid_w < 1) {
         return 0;
     }
-    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : rint_(1, 60)) : p.in_c;
-    p.b_kernel = (rnd() & 3u) ? 3 : rint_(1, 5);
+    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : mnv2_like ? 8 * rint_(1, 7) : rint_(1, 60)) : p.in_c;
+    p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
@@ -385,6 +392,10 @@ static int case_block(int32_t i)
         p.mid_act_min = -128;
         p.mid_act_max = 127;
     }
+    if (mnv2_like) {
+        p.dw_act_min = -128;
+        p.dw_act_max = 127;
+    }
     /* the stage A / projection product zero points: as the data's, or 0 (a bias that folds them, as for 1x1) */
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
@@ -409,6 +420,9 @@ static int case_block(int32_t i)
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
     bb = rand_bias((uint32_t)p.mid_c);
     rand_requant((uint32_t)p.mid_c, &bm, &bs);
+    for (j = 0; mnv2_like && j < p.mid_c; ++j) {
+        bs[j] = (int8_t)rint_(-14, -1);
+    }
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
     cb = rand_bias((uint32_t)p.out_c);
     rand_requant((uint32_t)p.out_c, &cm, &cs);
