@@ -107,7 +107,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
     in_h, in_w, in_c = shapes[src]
     mid_h, mid_w, mid_c = shapes[b.input]
     out_h, out_w, out_c = shapes[unit.output]
-    a_bias, a_zp = (fold_zero_point(a, qp[src].zero_point, a.weight.shape[1] == 1) if a
+    a_bias, a_zp = (fold_zero_point(a, qp[src].zero_point, a.weight.shape[1] == 1 and not any(a.padding)) if a
                     else (None, qp[src].zero_point))
     c_bias, c_zp = fold_zero_point(c, qp[b.output].zero_point)
     params = dict(in_h=in_h, in_w=in_w, in_c=in_c,
