@@ -183,7 +183,7 @@ static int case_conv(int32_t i)
     int32_t *bias, *mult;
     int8_t *shift;
     uint32_t n_in, n_out;
-    int32_t k;
+    int32_t k, j, mnv2_like;
     memset(&p, 0, sizeof p);
     k = (rnd() & 1u) ? 1 : 3;
     p.kernel = k;
@@ -204,12 +204,27 @@ static int case_conv(int32_t i)
     }
     p.in_zp = rint_(-128, 127);
     rand_act(&p.out_zp, &p.act_min, &p.act_max);
+    /* MobileNetV2-like 1x1 (half the unpadded 1x1 cases): the input zero point folded into the bias (in_zp 0), 8, 16
+     * or more inputs, right shifts only, the whole int8 range: the Helium assembly's all-groups kernels, with
+     * odd and even pixel counts */
+    mnv2_like = k == 1 && p.stride == 1 && (rnd() & 1u);
+    if (mnv2_like) {
+        const uint32_t pick = rnd() & 3u;
+        p.in_c = pick == 0 ? 8 : pick == 1 ? 16 : pick == 2 ? 8 * rint_(3, 12) : rint_(17, 600);
+        p.in_zp = 0;
+        p.act_min = -128;
+        p.act_max = 127;
+        p.out_c = 4 * rint_(1, 6) + (int32_t)(rnd() & 3u) * ((rnd() & 3u) == 0);
+    }
     n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
     n_out = (uint32_t)(p.out_h * p.out_w * p.out_c);
     in = rand_s8(n_in);
     w = rand_w((uint32_t)(p.out_c * k * k * p.in_c));
     bias = rand_bias((uint32_t)p.out_c);
     rand_requant((uint32_t)p.out_c, &mult, &shift);
+    for (j = 0; mnv2_like && j < p.out_c; ++j) {
+        shift[j] = (int8_t)rint_(-14, -1);
+    }
     o1 = take(n_out);
     o2 = take(n_out);
     ref_conv_s8(&p, in, o1, w, bias, mult, shift);
