@@ -60,8 +60,10 @@ def parse_size(text: str) -> int:
 def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sram", type=parse_size, metavar="BYTES", help="override the target chip's SRAM (e.g. 256K)")
     p.add_argument("--flash", type=parse_size, metavar="BYTES", help="override the target chip's flash (e.g. 2M)")
+    p.add_argument("--stack", type=parse_size, metavar="BYTES",
+                   help="override the stack the firmware reserves (e.g. 4K; default: the target file's stack_bytes)")
     p.add_argument("--no-fit-check", dest="fit_check", action="store_false",
-                   help="generate and run even when the model does not fit the chip's SRAM or flash")
+                   help="generate and run even when the model does not fit the chip's SRAM, flash or stack")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -248,9 +250,10 @@ def cmd_verify(args) -> int:
 
 def cmd_generate(args) -> int:
     from . import fit as fitcheck
-    from .generate import generate, run_one
+    from .generate import generate, run_one, stack_message
     gen = generate(args.target, args.alpha, args.weights, args.resolution, _calib(args), args.output, args.force,
-                   args.asan, progress=not args.json, sram=args.sram, flash=args.flash, fit_check=args.fit_check,
+                   args.asan, progress=not args.json, sram=args.sram, flash=args.flash, stack=args.stack,
+                   fit_check=args.fit_check,
                    image=args.image, strategy=args.plan)
     s, g = gen.schedule, gen.compiled.quant_graph
     summary = {"project": str(gen.project), "target": gen.target.name, "alpha": g.info.alpha,
@@ -261,6 +264,9 @@ def cmd_generate(args) -> int:
     summary.update(run_one(gen, args.image))
     if gen.fit is not None:
         summary["fit"] = {k: v for k, v in gen.fit.items() if k != "sections"}
+    stack = summary.get("stack")
+    if stack is not None and args.fit_check and stack["used"] > stack["reserved"]:
+        raise UserError(stack_message(gen, stack["used"], stack["reserved"]))
     if args.json:
         print(json.dumps(summary))
     else:
@@ -281,6 +287,9 @@ def cmd_generate(args) -> int:
         if "instructions" in summary:
             print(f"  instructions  {summary['instructions'][0]:>12,} per inference ({gen.target.core}, "
                   f"{gen.target.emulator.machine} -icount; instructions, not cycles)")
+        if stack is not None:
+            print(f"  stack         {stack['used']:>12,} bytes used of {stack['reserved']:,} reserved (measured on "
+                  f"{summary['emulator']}: the deepest point of the run)")
     return 0 if summary.get("bit_exact", True) else 1
 
 

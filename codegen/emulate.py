@@ -25,6 +25,7 @@ SLOWEST_INSTRUCTIONS_PER_S = 50e6
 _OUTPUT = re.compile(r"^mnv2 output (\d+) ([0-9a-f]*)$")
 _COUNT = re.compile(r"^mnv2 count (\d+) ticks=(\d+) instructions=(\d+)$")
 _BEGIN = re.compile(r"^mnv2 begin inputs=(\d+) output_size=(\d+)$")
+_STACK = re.compile(r"^mnv2 stack used=(\d+) reserved=(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class EmulatorRun:
     ticks: tuple[int, ...]
     seconds: float
     log: str
+    stack_used: int  # bytes: the deepest stack of the run (painted stack, firmware/common/mnv2_stack.c)
+    stack_reserved: int  # bytes the linker reserves for the stack (the target's stack_bytes)
+
+    @property
+    def stack_fits(self) -> bool:
+        return self.stack_used <= self.stack_reserved
 
 
 def command(target: Target, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
@@ -92,4 +99,7 @@ def run_firmware(target: Target, elf: Path, timeout: float, extra: tuple[str, ..
             ticks[i], insns[i] = int(m.group(2)), int(m.group(3))
     if seen != set(range(n)):
         raise UserError(f"{where}: outputs for {n - len(seen)} of {n} inputs missing")
-    return EmulatorRun(outputs, tuple(insns), tuple(ticks), seconds, log)
+    stack = next((m for m in map(_STACK.match, lines) if m), None)
+    if stack is None:
+        raise UserError(f"{where} exited without its stack report")
+    return EmulatorRun(outputs, tuple(insns), tuple(ticks), seconds, log, int(stack.group(1)), int(stack.group(2)))

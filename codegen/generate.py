@@ -48,7 +48,7 @@ def default_output(target: str, info) -> Path:
 
 
 def options_record(target: str, alpha, resolution, weights, calib: CalibOptions, sram=None, flash=None,
-                   fit_check: bool = True, inputs: str | None = None) -> dict:
+                   fit_check: bool = True, inputs: str | None = None, stack=None) -> dict:
     """What the provenance header and metadata.json record; weights by content hash, not by path."""
     rec = {"target": target}
     if alpha is not None:
@@ -65,6 +65,8 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
         rec["sram"] = str(sram)
     if flash is not None:
         rec["flash"] = str(flash)
+    if stack is not None:
+        rec["stack"] = str(stack)
     if not fit_check:
         rec["fit_check"] = "off"
     if inputs is not None:
@@ -77,11 +79,12 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
              force: bool = False, asan: bool = False, progress: bool = False, sram: int | None = None,
              flash: int | None = None, fit_check: bool = True, test_inputs: np.ndarray | None = None,
              compiled: Compiled | None = None, image: Path | None = None,
-             strategy: str = "streamed") -> Generated:
+             strategy: str = "streamed", stack: int | None = None) -> Generated:
     """Compile, emit and build. MCU targets: the firmware embeds `test_inputs` (int8 (N, H, W, C); default the
-    bundled sample image) and is checked against the chip's SRAM and flash (sizes overridable by `sram`/`flash`)
-    before and after the build, unless `fit_check` is False. `compiled` reuses an earlier front end."""
-    target = load_target(target_name).with_sizes(sram, flash)
+    bundled sample image) and is checked against the chip's SRAM and flash (sizes overridable by `sram`/`flash`,
+    the stack reservation by `stack`) before and after the build, unless `fit_check` is False. `compiled` reuses an
+    earlier front end."""
+    target = load_target(target_name).with_sizes(sram, flash, stack)
     if output:
         check_output_dir(Path(output), force)
     if compiled is None:
@@ -107,7 +110,8 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         fit = fitcheck.estimate(schedule, target, test_inputs.nbytes)
         if fit_check and not fit["fits"]:
             raise UserError(fitcheck.message(fit, what, target))
-    options = options_record(target_name, alpha, resolution, weights, calib, sram, flash, fit_check, inputs_note)
+    options = options_record(target_name, alpha, resolution, weights, calib, sram, flash, fit_check, inputs_note,
+                             stack)
     files = render(schedule, options, test_inputs=labelled, fit=fit)
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)
@@ -127,9 +131,20 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
 
 
 def run_emulated(gen: Generated, timeout: float | None = None) -> EmulatorRun:
-    """The MCU firmware on its emulated board: one QEMU run over all embedded inputs."""
+    """The MCU firmware on its emulated board: one QEMU run over all embedded inputs; the stack it used is recorded
+    in the project's metadata.json."""
     n = len(gen.test_inputs)
-    return run_firmware(gen.target, gen.elf, timeout or default_timeout(gen.schedule.macs, n))
+    run = run_firmware(gen.target, gen.elf, timeout or default_timeout(gen.schedule.macs, n))
+    update_metadata(gen.project, stack={"used": run.stack_used, "reserved": run.stack_reserved,
+                                        "source": f"measured on {gen.target.emulator.machine} (painted stack)"})
+    return run
+
+
+def stack_message(gen: Generated, used: int, reserved: int) -> str:
+    """One line: the firmware needs more stack than the chip's linker script reserves."""
+    return (f"the firmware used {used:,} bytes of stack on {gen.target.emulator.machine}, more than the {reserved:,} "
+            f"that target {gen.target.name} reserves for it (stack_bytes in its target file, or --stack): on the chip it would "
+            f"overwrite the arena (--no-fit-check skips this check)")
 
 
 def load_image(path: Path, resolution: tuple[int, int]) -> np.ndarray:
@@ -156,6 +171,7 @@ def run_one(gen: Generated, image: Path | None = None) -> dict:
         return {"image": str(image or SAMPLE_IMAGE.name), "inputs": len(x),
                 "top_class": top, "top_name": g.info.class_names[top], "bit_exact": bool(np.array_equal(out, ref)),
                 "mismatches": int((out != ref).sum()), "instructions": list(run.instructions),
+                "stack": {"used": run.stack_used, "reserved": run.stack_reserved},
                 "emulator": gen.target.emulator.machine, "emulator_seconds": round(run.seconds, 2)}
     x = quantize_images(g, load_image(image or SAMPLE_IMAGE, g.info.resolution))
     out, _ = run_host_program(gen.variant, x[0])

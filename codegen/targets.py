@@ -63,15 +63,16 @@ class Target:
         """False for a chip only ESP-IDF builds (no emulated stand-in here): the project is generated, not built."""
         return not self.is_mcu or self.emulator is not None
 
-    def with_sizes(self, sram: int | None = None, flash: int | None = None) -> "Target":
-        """The same target with its SRAM and/or flash size overridden (the --sram / --flash options)."""
+    def with_sizes(self, sram: int | None = None, flash: int | None = None, stack: int | None = None) -> "Target":
+        """The same target with its SRAM, flash and/or stack size overridden (the --sram / --flash / --stack
+        options)."""
         over = dict(self.overrides)
-        if sram is not None:
-            over["sram_bytes"] = int(sram)
-        if flash is not None:
-            over["flash_bytes"] = int(flash)
+        for key, value in (("sram_bytes", sram), ("flash_bytes", flash), ("stack_bytes", stack)):
+            if value is not None:
+                over[key] = int(value)
         return replace(self, sram_bytes=over.get("sram_bytes", self.sram_bytes),
-                       flash_bytes=over.get("flash_bytes", self.flash_bytes), overrides=tuple(sorted(over.items())))
+                       flash_bytes=over.get("flash_bytes", self.flash_bytes),
+                       stack_bytes=over.get("stack_bytes", self.stack_bytes), overrides=tuple(sorted(over.items())))
 
     def file_text(self) -> str:
         """The target file as the generated project gets it: the original, with overridden sizes rewritten."""

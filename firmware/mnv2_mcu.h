@@ -26,6 +26,12 @@ __attribute__((noreturn)) void mnv2_sh_exit(uint32_t code);
  * instructions per tick: the CMSDK APB timer on mps2/mps3, minstret on RISC-V. */
 void mnv2_counter_start(void);
 uint64_t mnv2_counter_read(void);
+
+/* Stack high-water mark (firmware/common/mnv2_stack.c): paint the free stack, then the bytes used since (from the
+ * stack top, the deepest point any code reached); the linker's stack reservation in bytes. */
+void mnv2_stack_paint(void);
+uint32_t mnv2_stack_used(void);
+uint32_t mnv2_stack_reserved(void);
 #endif
 
 #endif /* MNV2_MCU_H */

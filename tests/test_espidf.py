@@ -28,7 +28,20 @@ ESP_TIMER_H = """#ifndef ESP_TIMER_H
 static inline int64_t esp_timer_get_time(void) { static int64_t t; return t += 1000; }
 #endif
 """
-HOST_MAIN = "void app_main(void);\nint main(void) { app_main(); return 0; }\n"
+FREERTOS_H = """#ifndef FREERTOS_H
+#define FREERTOS_H
+#define CONFIG_ESP_MAIN_TASK_STACK_SIZE 3584
+typedef unsigned UBaseType_t;
+typedef void *TaskHandle_t;
+#endif
+"""
+TASK_H = "UBaseType_t uxTaskGetStackHighWaterMark(TaskHandle_t task);\n"
+HOST_MAIN = """#include <stddef.h>
+void app_main(void);
+unsigned uxTaskGetStackHighWaterMark(void *task);
+unsigned uxTaskGetStackHighWaterMark(void *task) { return task == NULL ? 1234u : 0u; }
+int main(void) { app_main(); return 0; }
+"""
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +89,8 @@ def test_component_files(s3):
     assert "PSRAM" in main_c
     assert "factory,  app,  factory, 0x10000, 0x7f0000" in (p / "partitions.csv").read_text()
     assert "CONFIG_ESPTOOLPY_FLASHSIZE_8MB=y" in (p / "sdkconfig.defaults").read_text()
+    assert f"CONFIG_ESP_MAIN_TASK_STACK_SIZE={load_target('esp32-s3').stack_bytes}\n" in (
+        p / "sdkconfig.defaults").read_text()
     # nothing of the emulated build: no SConstruct, no harness, no firmware
     assert not (p / "SConstruct").exists() and not (p / "mcu").exists() and not (p / "firmware").exists()
     meta = json.loads((p / "metadata.json").read_text())
@@ -92,6 +107,9 @@ def test_component_and_main_build_and_run_on_host(s3, tmp_path):
     stubs.mkdir()
     (stubs / "esp_log.h").write_text(ESP_LOG_H)
     (stubs / "esp_timer.h").write_text(ESP_TIMER_H)
+    (stubs / "freertos").mkdir()
+    (stubs / "freertos" / "FreeRTOS.h").write_text(FREERTOS_H)
+    (stubs / "freertos" / "task.h").write_text(TASK_H)
     (tmp_path / "host_main.c").write_text(HOST_MAIN)
     comp = s3.project / COMPONENT
     exe = tmp_path / "app"
@@ -104,6 +122,7 @@ def test_component_and_main_build_and_run_on_host(s3, tmp_path):
     out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120).stdout
     assert "int8 reference 3: same" in out, out  # star.png is class 3 (star)
     assert "inference 1000 us, 10666928 MACs" in out
+    assert "stack: 1234 of the main task's 3584 bytes never used" in out
 
 
 def test_reproducible(front, s3, tmp_path):

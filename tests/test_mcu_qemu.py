@@ -3,6 +3,7 @@
 One firmware image per (target, model) embeds all test inputs and runs in one QEMU process; the built firmware and
 its run are shared by the tests of that pair (module-scoped fixture)."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from codegen.errors import UserError
 from codegen.generate import generate, run_emulated
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.reference import run_int8
+from codegen.resources import resource_dir
+from codegen.targets import load_target
 from codegen.verify import verification_inputs
 from test_targets import MCU_TARGETS, toolchain_missing
 
@@ -59,6 +62,8 @@ def test_bit_exact_96(fw96):
     assert got.shape == want.shape and len(got) >= 5
     assert int((got != want).sum()) == 0
     assert len(np.unique(want)) > 5
+    # the chip's linker script reserves the target's stack_bytes: the run must stay inside it
+    assert 256 < run.stack_used <= run.stack_reserved == gen.target.stack_bytes, (run.stack_used, run.stack_reserved)
 
 
 def test_instruction_count_and_fit_96(fw96):
@@ -70,6 +75,16 @@ def test_instruction_count_and_fit_96(fw96):
     meta = json.loads((gen.project / "metadata.json").read_text())
     assert "measured" in meta["fit"]["source"] and meta["options"]["fit_check"] == "off"
     assert meta["fit"]["sram"]["parts"]["arena"] == gen.schedule.plan.arena_bytes
+
+
+def build_bare(t, source, elf, *defines):
+    """A bare-metal test program linked with the target's firmware for its emulated board (4 KiB stack reserved)."""
+    fw = resource_dir("firmware")
+    mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=4096"]
+    cmd = [t.cc, *t.cflags, *defines, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}", *t.ldflags,
+           "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(elf), str(source),
+           *[str(fw / s) for s in t.firmware], "-lgcc"]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
 
 
 FAULTING_PROGRAM = r"""
@@ -86,23 +101,73 @@ int main(void)
 def test_fault_handler_exits_with_a_distinct_code(target, tmp_path):
     """The firmware's fault handler (HardFault on Cortex-M, the trap vector on RISC-V) reports the PC and exits with
     its own status, which the runner turns into one line."""
-    import subprocess
-
-    from codegen.resources import resource_dir
-    from codegen.targets import load_target
     if reason := toolchain_missing(target):
         pytest.skip(reason)
     t = load_target(target)
-    fw = resource_dir("firmware")
     (tmp_path / "fault.c").write_text(FAULTING_PROGRAM)
-    mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=4096"]
-    cmd = [t.cc, *t.cflags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}", *t.ldflags,
-           "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(tmp_path / "fault.elf"),
-           str(tmp_path / "fault.c"), *[str(fw / s) for s in t.firmware], "-lgcc"]
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    build_bare(t, tmp_path / "fault.c", tmp_path / "fault.elf")
     with pytest.raises(UserError, match=r"crashed \(fault .*pc=[0-9a-f]{8}.*\), exit status 3") as e:
         run_firmware(t, tmp_path / "fault.elf", timeout=60)
     assert "\n" not in str(e.value)
+
+
+STACK_PROGRAM = r"""
+#include "mnv2_mcu.h"
+static char line[64];
+static void put(const char *s) { mnv2_sh_write0(s); }
+static char *dec(char *p, uint32_t v)
+{
+    char d[12];
+    int n = 0;
+    do { d[n++] = (char)('0' + (int)(v % 10u)); v /= 10u; } while (v != 0u);
+    while (n > 0) { *p++ = d[--n]; }
+    return p;
+}
+__attribute__((noinline)) static uint32_t deep(uint32_t n)
+{
+    volatile uint8_t buf[DEPTH];
+    uint32_t i, s = 0;
+    for (i = 0; i < n; ++i) { buf[i] = (uint8_t)i; }
+    for (i = 0; i < n; ++i) { s += buf[i]; }
+    return s;
+}
+int main(void)
+{
+    char *p;
+    mnv2_stack_paint();
+    put("mnv2 begin inputs=0 output_size=1\n");
+    (void)deep(DEPTH);
+    p = line;
+    { const char *s = "mnv2 stack used="; while (*s) *p++ = *s++; }
+    p = dec(p, mnv2_stack_used());
+    { const char *s = " reserved="; while (*s) *p++ = *s++; }
+    p = dec(p, mnv2_stack_reserved());
+    *p++ = '\n';
+    *p = 0;
+    put(line);
+    put("mnv2 end\n");
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("target", ["cortex-m7", "esp32-c3"])
+def test_stack_measurement_sees_a_deep_frame(target, tmp_path):
+    """The painted-stack measurement (firmware/common/mnv2_stack.c) of a program whose one frame holds DEPTH bytes:
+    at least DEPTH measured, over the reservation when DEPTH exceeds it; a shallow one stays far below."""
+    if reason := toolchain_missing(target):
+        pytest.skip(reason)
+    t = load_target(target)
+    (tmp_path / "stack.c").write_text(STACK_PROGRAM)
+    used = {}
+    for depth in (64, 12288):
+        elf = tmp_path / f"stack{depth}.elf"
+        build_bare(t, tmp_path / "stack.c", elf, f"-DDEPTH={depth}")
+        r = run_firmware(t, elf, timeout=60)
+        assert r.stack_reserved == 4096
+        used[depth] = r.stack_used
+    assert used[64] < 1024 and used[12288] >= 12288, used
+    assert used[12288] - used[64] < 12288 + 512, used
 
 
 @pytest.mark.slow
@@ -111,3 +176,4 @@ def test_bit_exact_alpha1_at_224(target, checkpoint_factory, tmp_path_factory):
     gen, run, want = emulate(target, 1.0, (224, 224), checkpoint_factory, tmp_path_factory)
     assert run.outputs.shape == want.shape and len(want) >= 5
     assert int((run.outputs != want).sum()) == 0
+    assert 256 < run.stack_used <= run.stack_reserved == gen.target.stack_bytes, (run.stack_used, run.stack_reserved)

@@ -102,6 +102,22 @@ def test_fit_check_sram_only(tmp_path):
     assert "flash needs" not in p.stderr
 
 
+def test_stack_override_reaches_the_linker_and_the_check(tmp_path):
+    """--stack below what the firmware measurably uses: built with that reservation, run, then refused in one line
+    naming both figures (the linker's reservation is the one the harness reports)."""
+    if reason := toolchain_missing("cortex-m4"):
+        pytest.skip(reason)
+    out = tmp_path / "p"
+    p = run("--target", "cortex-m4", "--alpha", "0.35", "--calib-samples", "16", "--stack", "1K", "-o", str(out))
+    assert_one_line_error(p, "bytes of stack on mps2-an386, more than the 1,024 that target cortex-m4 reserves",
+                          "--no-fit-check")
+    used = int(re.search(r"used ([\d,]+) bytes of stack", p.stderr).group(1).replace(",", ""))
+    assert used > 1024
+    assert tomllib.loads((out / "target.toml").read_text())["stack_bytes"] == 1024
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["stack"]["used"] == used and meta["stack"]["reserved"] == 1024
+
+
 def test_fit_check_passes_and_is_recorded(tmp_path):
     """Large enough (given explicitly): generated, built for board and chip, run bit-exact; metadata.json records
     the fit measured from the ELF."""
@@ -113,6 +129,7 @@ def test_fit_check_passes_and_is_recorded(tmp_path):
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)
     assert summary["bit_exact"] and summary["fit"]["fits"] and summary["instructions"][0] > 1_000_000
+    assert 256 < summary["stack"]["used"] <= summary["stack"]["reserved"] == load_target("cortex-m7").stack_bytes
     meta = json.loads((out / "metadata.json").read_text())
     fit = meta["fit"]
     assert fit["fits"] and "measured" in fit["source"]
@@ -122,6 +139,7 @@ def test_fit_check_passes_and_is_recorded(tmp_path):
     assert fit["flash"]["needed"] <= 600 * 1024 and fit["sram"]["needed"] <= 64 * 1024
     assert (out / "build" / "cortex-m7" / "mnv2_chip.elf").is_file()  # linked for the chip's own memory map
     assert tomllib.loads((out / "target.toml").read_text())["sram_bytes"] == 64 * 1024
+    assert meta["stack"]["used"] == summary["stack"]["used"] and "measured" in meta["stack"]["source"]
     # a hung or slow guest becomes a one-line error, never a hang of the caller
     from codegen.emulate import run_firmware
     from codegen.errors import UserError
