@@ -407,9 +407,15 @@ static int case_block(int32_t i)
         p.mid_act_min = -128;
         p.mid_act_max = 127;
     }
-    if (mnv2_like) {
+    if (mnv2_like) { /* and a MobileNetV2-like projection and residual ADD (no activation): the short paths */
         p.dw_act_min = -128;
         p.dw_act_max = 127;
+        p.proj_act_min = -128;
+        p.proj_act_max = 127;
+        if (p.residual && (rnd() & 1u)) {
+            p.add_act_min = -128;
+            p.add_act_max = 127;
+        }
     }
     /* the stage A / projection product zero points: as the data's, or 0 (a bias that folds them, as for 1x1) */
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
@@ -441,6 +447,9 @@ static int case_block(int32_t i)
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
     cb = rand_bias((uint32_t)p.out_c);
     rand_requant((uint32_t)p.out_c, &cm, &cs);
+    for (j = 0; mnv2_like && j < p.out_c; ++j) {
+        cs[j] = (int8_t)rint_(-14, -1);
+    }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);
     in2 = take(n_in);
