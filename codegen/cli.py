@@ -253,8 +253,7 @@ def cmd_generate(args) -> int:
     from .generate import generate, run_one, stack_message
     gen = generate(args.target, args.alpha, args.weights, args.resolution, _calib(args), args.output, args.force,
                    args.asan, progress=not args.json, sram=args.sram, flash=args.flash, stack=args.stack,
-                   fit_check=args.fit_check,
-                   image=args.image, strategy=args.plan)
+                   fit_check=args.fit_check, image=args.image, strategy=args.plan)
     s, g = gen.schedule, gen.compiled.quant_graph
     summary = {"project": str(gen.project), "target": gen.target.name, "alpha": g.info.alpha,
                "resolution": list(g.info.resolution), "parameters": s.weight_count, "macs": s.macs,

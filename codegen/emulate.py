@@ -38,10 +38,6 @@ class EmulatorRun:
     stack_used: int  # bytes: the deepest stack of the run (painted stack, firmware/common/mnv2_stack.c)
     stack_reserved: int  # bytes the linker reserves for the stack (the target's stack_bytes)
 
-    @property
-    def stack_fits(self) -> bool:
-        return self.stack_used <= self.stack_reserved
-
 
 def command(target: Target, elf: Path, extra: tuple[str, ...] = ()) -> list[str]:
     """The QEMU command line; `extra` options (e.g. a `-plugin`) go before `-kernel`."""

@@ -143,8 +143,8 @@ def run_emulated(gen: Generated, timeout: float | None = None) -> EmulatorRun:
 def stack_message(gen: Generated, used: int, reserved: int) -> str:
     """One line: the firmware needs more stack than the chip's linker script reserves."""
     return (f"the firmware used {used:,} bytes of stack on {gen.target.emulator.machine}, more than the {reserved:,} "
-            f"that target {gen.target.name} reserves for it (stack_bytes in its target file, or --stack): on the chip it would "
-            f"overwrite the arena (--no-fit-check skips this check)")
+            f"that target {gen.target.name} reserves for it (stack_bytes in its target file, or --stack): on the chip "
+            f"it would overwrite the arena (--no-fit-check skips this check)")
 
 
 def load_image(path: Path, resolution: tuple[int, int]) -> np.ndarray:
