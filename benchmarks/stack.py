@@ -1,6 +1,6 @@
 """Stack benchmark: the stack each MCU firmware uses at its deepest point, against the stack its target reserves.
 
-Run: .venv/bin/python benchmarks/stack.py [--targets cortex-m4 cortex-m7 cortex-m55 esp32-c3]
+Run: .venv/bin/python benchmarks/stack.py [--targets cortex-m4 cortex-m7 cortex-m33 cortex-m55 esp32-c3]
      [--models 0.35@96 0.75@96 1.0@224] [--json]
 For each (target, model) the firmware is generated and built with the target's kernels and run once on the target's
 QEMU board on the bundled sample image; the harness paints the free stack before the inference and reports the
@@ -22,7 +22,7 @@ from codegen.generate import generate, run_emulated  # noqa: E402
 from codegen.pipeline import CalibOptions, compile_front  # noqa: E402
 from codegen.targets import load_target  # noqa: E402
 
-DEFAULT_TARGETS = ("cortex-m4", "cortex-m7", "cortex-m55", "esp32-c3")
+DEFAULT_TARGETS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "esp32-c3")
 DEFAULT_MODELS = ("0.35@96", "0.75@96", "1.0@224")
 CALIB = CalibOptions(samples=8)
 

@@ -25,7 +25,8 @@ def cfg(target):
     return tomllib.loads(load_target(target).file_text())["flash"]
 
 
-@pytest.mark.parametrize("target,pyocd_name", [("cortex-m7", "stm32f746nghx"), ("cortex-m4", "stm32f446retx")])
+@pytest.mark.parametrize("target,pyocd_name", [("cortex-m7", "stm32f746nghx"), ("cortex-m4", "stm32f446retx"),
+                                                   ("cortex-m33", "stm32u585aiix")])
 def test_pyocd_command(tmp_path, target, pyocd_name):
     plan = flash_commands(target, cfg(target), tmp_path)
     assert plan.tool == "pyocd" and plan.build_chip

@@ -97,7 +97,7 @@ int main(void)
 """
 
 
-@pytest.mark.parametrize("target", ["cortex-m7", "esp32-c3"])
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-m33", "esp32-c3"])
 def test_fault_handler_exits_with_a_distinct_code(target, tmp_path):
     """The firmware's fault handler (HardFault on Cortex-M, the trap vector on RISC-V) reports the PC and exits with
     its own status, which the runner turns into one line."""

@@ -10,7 +10,7 @@ from codegen.cli import parse_size
 from codegen.targets import known_targets, load_target
 from test_cli import assert_one_line_error, run
 
-MCU_TARGETS = ("cortex-m4", "cortex-m7", "cortex-m55", "esp32-c3")
+MCU_TARGETS = ("cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "esp32-c3")
 
 
 def toolchain_missing(name: str) -> str | None:
@@ -49,6 +49,7 @@ def test_chip_sizes():
     kib = 1024
     assert (load_target("cortex-m7").sram_bytes, load_target("cortex-m7").flash_bytes) == (320 * kib, 1024 * kib)
     assert (load_target("cortex-m4").sram_bytes, load_target("cortex-m4").flash_bytes) == (128 * kib, 512 * kib)
+    assert (load_target("cortex-m33").sram_bytes, load_target("cortex-m33").flash_bytes) == (768 * kib, 2048 * kib)
     assert load_target("esp32-c3").flash_bytes == 4096 * kib
 
 
