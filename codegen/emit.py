@@ -30,7 +30,7 @@ GENERATOR = "mnv2-codegen"
 KERNELS = {"conv": ("mnv2_conv_s8", "mnv2_conv_params_t"), "depthwise": ("mnv2_depthwise_s8", "mnv2_dw_params_t"),
            "add": ("mnv2_add_s8", "mnv2_add_params_t"), "avgpool": ("mnv2_avgpool_s8", "mnv2_avgpool_params_t"),
            "fc": ("mnv2_fc_s8", "mnv2_fc_params_t"), "block": ("mnv2_block_s8", "mnv2_block_params_t"),
-           "chain": ("mnv2_chain_s8", "mnv2_chain_params_t")}
+           "chain": ("mnv2_chain_s8", "mnv2_chain_params_t"), "strips": ("mnv2_strips_s8", "mnv2_strips_params_t")}
 MODEL_SOURCES = ("mnv2_model.c", "mnv2_weights.c", "mnv2_kernels.c")
 # metadata.json keys that the build fills in afterwards (measured from the built firmware): not part of the
 # "these are the same files" comparison of write_project.
@@ -155,6 +155,7 @@ def _unit_record(unit) -> dict:
         rec["column_sliding_cols"] = unit.cs_cols
     if unit.kind == "chain":
         rec["ring_rows"] = unit.ring_rows
+        rec["column_strips"] = 2 if unit.strips else 1
         rec["parts"] = [_unit_record(part) for part in unit.parts]
     return rec
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from .graph import QuantGraph
 from .memory import MemoryPlan
+from .strips import layout as strips_layout
 from .targets import Target
 
 
@@ -171,7 +172,14 @@ def _chain_step(graph: QuantGraph, unit, ops: dict) -> Step:
     summary = (f"chained blocks {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}, "
                f"{mid} ({_shape_text(graph, mid)}) only as a ring of {unit.ring_rows} rows: "
                + ", ".join(first[4]) + "; then " + ", ".join(second[4]))
-    return Step(unit.output, c_name(unit.output), "chain", params, unit.inputs, unit.output, first[1] + second[1],
+    kernel = "chain"
+    if unit.strips:  # the chain's parameters nested, then the strips' layout
+        kernel = "strips"
+        chain = {"first": c_initializer(first[0], 12), "second": c_initializer(second[0], 12),
+                 "ring_rows": unit.ring_rows}
+        params = (("chain", c_initializer(chain)),) + tuple(strips_layout(graph, unit).c_params().items())
+        summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
+    return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
                 first[3] + second[3], summary, scratch=unit.scratch, call_args=first[2] + second[2])
 
 

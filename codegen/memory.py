@@ -11,7 +11,9 @@ Two plans:
   unit's output overlaps its input, the offset is the smallest one that `row_constraints` proves safe, and
   `replay` re-checks the plan against the kernels' actual read/write order. Where it lowers the peak, two
   consecutive blocks become one "chain" unit: the first block's output rows are produced on demand into a small
-  ring, so that tensor never exists either.
+  ring, so that tensor never exists either; and where that lowers it further, a chain runs in two column strips
+  (codegen/strips.py: line buffers half as wide; the strips' shared mid columns and outputs kept in holes of the
+  consumed input).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Unit:
     parts: tuple = ()  # chain: the two block Units, in order
     ring_rows: int = 0  # chain: rows of the first block's output held at once
     cs_cols: int = 0  # block: column-sliding mid rows (windows of cs_cols columns) instead of a ring of whole rows
+    strips: bool = False  # chain: run in two column strips (codegen/strips.py; scratch then per its layout)
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,8 @@ def row_constraints(graph: QuantGraph, unit: Unit) -> list[tuple[int, int]] | No
 
 def min_offset_gap(graph: QuantGraph, unit: Unit) -> int:
     """The smallest d >= 0 such that the output may start d bytes below the input's start."""
+    if unit.strips:  # the output is gathered at the end, from pieces at or above their place (strips.py)
+        return 0
     pairs = row_constraints(graph, unit)
     if pairs is None:
         return tensor_bytes(graph, unit.output)
@@ -434,10 +439,21 @@ def _refinements(graph: QuantGraph, units: tuple, i: int):
             if (cs := column_sliding(graph, parts[k])) is not None:
                 parts[k] = cs
                 if (chained := chain_unit(graph, *parts)) is not None:
+                    if u.strips:
+                        chained = strips_unit(graph, chained) or chained
                     yield units[:i] + (chained,) + units[i + 1:]
     for j in (i - 1, i):
         if 0 <= j < len(units) - 1 and (chained := chain_unit(graph, units[j], units[j + 1])) is not None:
             yield units[:j] + (chained,) + units[j + 2:]
+    if u.kind == "chain" and not u.strips and (striped := strips_unit(graph, u)) is not None:
+        yield units[:i] + (striped,) + units[i + 1:]
+
+
+def strips_unit(graph: QuantGraph, chain: Unit) -> Unit | None:
+    """The chain run in two column strips (mnv2_strips_s8), or None where strips.layout does not apply."""
+    from .strips import layout
+    lay = layout(graph, chain)
+    return None if lay is None else replace(chain, strips=True, scratch=lay.scratch)
 
 
 def plan_streamed(graph: QuantGraph) -> MemoryPlan:
@@ -479,6 +495,10 @@ def _unit_events(graph: QuantGraph, unit: Unit):
     out_shape = graph.shapes[unit.output]
     if unit.kind == "block":
         yield from _block_events(graph, unit, 0, out_shape[0])
+        return
+    if unit.strips:
+        from .strips import events
+        yield from events(graph, unit)
         return
     if unit.kind == "chain":  # the first block's rows on demand (its writes go to the ring, in scratch)
         first, second = unit.parts
@@ -552,7 +572,11 @@ def replay(graph: QuantGraph, plan: MemoryPlan) -> None:
             raise PlanError(f"{b.name} leaves the arena")
         if b.offset % ALIGN:
             raise PlanError(f"{b.name} is misaligned")
-    offset = {b.name: b.offset for b in plan.buffers}
+    # a strips unit keeps data in its input's holes: named regions spanning the input, live during the unit
+    from .strips import hole_names
+    holes = tuple(Buffer(name, tensor_bytes(graph, u.inputs[0]), plan.buffer(u.inputs[0]).offset, i, i)
+                  for i, u in enumerate(plan.units) if u.strips for name in hole_names(u))
+    offset = {b.name: b.offset for b in plan.buffers + holes}
     # bytes still to be read: per tensor, per byte, the index of its last future read (events are numbered)
     events = []
     for i, u in enumerate(plan.units):
@@ -560,18 +584,18 @@ def replay(graph: QuantGraph, plan: MemoryPlan) -> None:
             events.append((i,) + ev)
     last_read: dict[str, np.ndarray] = {}
     written: dict[str, np.ndarray] = {}  # per byte: index of the event that wrote it (-1: written by the caller)
+    sizes = {b.name: b.size for b in plan.buffers + holes}
     for name in offset:
         if not name.endswith("/scratch"):
-            last_read[name] = np.full(tensor_bytes(graph, name), -1, dtype=np.int64)
-            written[name] = np.full(tensor_bytes(graph, name), -1 if name == graph.input else len(events) + 1,
-                                    dtype=np.int64)
+            last_read[name] = np.full(sizes[name], -1, dtype=np.int64)
+            written[name] = np.full(sizes[name], -1 if name == graph.input else len(events) + 1, dtype=np.int64)
     for idx, (i, kind, name, lo, hi) in enumerate(events):
         if kind == "r":
             last_read[name][lo:hi] = idx
         else:
             written[name][lo:hi] = np.minimum(written[name][lo:hi], idx)
     last_read[graph.output][:] = len(events)  # read by the caller after the last unit
-    live_in = {i: [b for b in plan.buffers if b.first <= i <= b.last and not b.name.endswith("/scratch")]
+    live_in = {i: [b for b in plan.buffers + holes if b.first <= i <= b.last and not b.name.endswith("/scratch")]
                for i in range(len(plan.units))}
     for i, u in enumerate(plan.units):  # scratch must not overlap anything live during its unit
         if u.scratch:

@@ -9,7 +9,8 @@ the block runs):
   before requantization in int8);
 - row_band: our streamed kernel: input and output (overlapping as far as proven safe) + its line-buffer scratch
   ("chained": the block runs in a chain with a neighbour, whose joint working set is the unit's; "+cols": its mid
-  rows are column-sliding, b_kernel - b_stride shared rows plus column windows instead of b_kernel rows).
+  rows are column-sliding, b_kernel - b_stride shared rows plus column windows instead of b_kernel rows; "+strips":
+  the chain runs in two column strips, codegen/strips.py).
 """
 from __future__ import annotations
 
@@ -83,6 +84,7 @@ def block_rows(graph: QuantGraph, memory_plan: MemoryPlan) -> list[BlockRow]:
         part = next((u for u in unit.parts if members[-1] in u.ops), unit)  # the block within a chain
         chosen = {"block": "row_band", "chain": "chained"}.get(unit.kind, "layerwise")
         chosen += ("+stem" if part.a == "stem" else "") + ("+cols" if part.cs_cols else "")
+        chosen += "+strips" if unit.strips else ""
         rows.append(BlockRow(name, tensor_bytes(graph, src), tensor_bytes(graph, out), exp, t, lw, slices, band,
                              chosen, unit.scratch, live))
     return rows

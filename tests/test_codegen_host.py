@@ -60,6 +60,19 @@ def test_sanitizers_and_guard_bytes(tmp_path, alpha):
     check(gen_for(tmp_path, alpha, asan=True), asan=True)
 
 
+@pytest.mark.slow
+def test_sanitizers_and_guard_bytes_column_strips(tmp_path):
+    """alpha 1.0 @ 224 runs its chain in two column strips (holes in the consumed image): under AddressSanitizer /
+    UBSan with guard bytes around the arena, bit-exact on a few inputs."""
+    gen = gen_for(tmp_path, 1.0, resolution=(224, 224), asan=True, samples=16)
+    assert any(u.strips for u in gen.schedule.plan.units)
+    g = gen.compiled.quant_graph
+    rand, data = verification_inputs(g, 2, seed=11)
+    x = np.concatenate([rand, data])
+    got, _ = run_host_program(gen.variant, x)
+    assert np.array_equal(got, run_int8(g, x))
+
+
 @pytest.mark.parametrize("ablation", [{"linear_bottleneck": False}, {"residual": False}])
 def test_sanitizers_ablations(tmp_path, checkpoint_factory, ablation):
     check(gen_for(tmp_path, weights=str(checkpoint_factory(0.35, **ablation)), asan=True, samples=32), asan=True)
