@@ -190,16 +190,18 @@ def test_scratch_formula_matches_units():
             assert u.scratch == block_scratch_bytes(ka, 3, mid_w, mid_c)
 
 
-@pytest.mark.parametrize("strategy,alpha,res", [("streamed", 0.5, (96, 80)), ("layerwise", 0.5, (96, 80)),
-                                                ("streamed", 1.0, 96), ("streamed", 1.0, 224)])
-def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy, alpha, res):
+@pytest.mark.parametrize("strategy,alpha,res,chain,strips", [
+    ("streamed", 0.5, (96, 80), False, False), ("layerwise", 0.5, (96, 80), False, False),
+    ("streamed", 1.0, 96, True, False), ("streamed", 1.0, 224, True, True),
+    ("streamed", 0.75, (160, 224), True, True), ("streamed", 0.75, 200, True, True)])
+def test_generated_code_executes_exactly_the_model_macs(tmp_path, strategy, alpha, res, chain, strips):
     """Built with MNV2_COUNT_MACS, the kernels count every MAC they compute; the total equals the model's MAC count
-    (from the graph's shapes), so the streamed blocks (and chains: alpha 1.0; in column strips at 224) recompute
-    nothing. The same build is also bit-exact."""
+    (from the graph's shapes), so the streamed blocks (and chains; in column strips, also with a non-square input
+    and an odd number of output columns per strip at 200) recompute nothing. The same build is also bit-exact."""
     g = quant_graph(alpha, res)
     p = plan(g, strategy)
-    assert any(u.kind == "chain" for u in p.units) == (alpha == 1.0)
-    assert any(u.strips for u in p.units) == (res == 224)
+    assert any(u.kind == "chain" for u in p.units) == chain
+    assert any(u.strips for u in p.units) == strips
     files = render(lower(g, p, load_target("host")), {"target": "host"})
     for name, data in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -240,3 +242,16 @@ def test_metadata_records_the_chain():
     assert [part["output"] for part in chain["parts"]] == ["b1/project", "b2/project"]
     assert all(part["column_sliding_cols"] >= 3 for part in chain["parts"])
     assert chain["scratch_bytes"] == next(u.scratch for u in p.units if u.kind == "chain")
+
+
+def test_metadata_records_the_strips():
+    """metadata.json marks a chain run in column strips, with the strips' scratch; the C parameters carry the
+    layout (both strips' columns, the pieces, the scratch offsets)."""
+    import json
+    g, p, unit, lay = _strips_plan()
+    files = render(lower(g, p, load_target("host")), {"target": "host"})
+    chain = next(u for u in json.loads(files["metadata.json"])["plan"]["units"] if u["kind"] == "chain")
+    assert chain["column_strips"] == 2 and chain["scratch_bytes"] == lay.scratch == unit.scratch
+    model_c = files["mnv2_model.c"].decode()
+    assert "mnv2_strips_s8(" in model_c and f".group_bytes = {lay.group_bytes}," in model_c
+    assert f".at_row = {lay.at_row}," in model_c
