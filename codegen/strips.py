@@ -108,8 +108,8 @@ def _cgeom(graph: QuantGraph, unit) -> _Cgeom:
 
 
 def _block_cols(g: _Cgeom, left: tuple, right: tuple) -> tuple[Cols, Cols] | None:
-    """Both strips' Cols of a block whose output columns split into `left` and `right` (None where the strips'
-    mid columns do not overlap as an edge the left strip computes)."""
+    """Both strips' Cols of a block whose output columns split into `left` and `right`: the edge [r0, l1) is the
+    left strip's (None where the right strip's mid columns do not start inside or at the end of the left's)."""
     l0, l1 = g.mid_span(*left)
     r0, r1 = g.mid_span(*right)
     if not (l0 <= r0 <= l1 <= r1) or l1 >= r1:
@@ -137,8 +137,7 @@ def _fill(items: list, rows: int, row_bytes: int, cap: int, start: int) -> tuple
                 continue
             placed.append((i, done, take, row * row_bytes + used))
             done += take
-            used = _align(used + take)
-        # the next item may share the row
+            used = _align(used + take)  # the next item may share the row
     return placed, row + (1 if used else 0)
 
 
@@ -190,7 +189,7 @@ def layout(graph: QuantGraph, unit) -> StripsLayout | None:
     pieces_r = tuple(Piece(off, size, dst) for i, off, size, dst in right[0])
     if len(pieces_l) > PIECES or len(pieces_r) > PIECES:
         return None
-    edge_dst = tuple(next(dst for i, off, size, dst in left[0] if i == k) for k in (1, 2))
+    edge_dst = tuple(next((dst for i, off, size, dst in left[0] if i == k), 0) for k in (1, 2))  # 0: no edge
     rings = _edge_rings(g1, g2, out_h, edge_per)
     width1 = max(c.m1 - c.m0 for c in (cols1[0], cols1[1]))
     width2 = max(c.m1 - c.m0 for c in (cols2[0], cols2[1]))
