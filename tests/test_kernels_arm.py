@@ -27,7 +27,7 @@ from test_targets import toolchain_missing
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ("mnv2_conv_s8", "mnv2_depthwise_s8", "mnv2_add_s8", "mnv2_avgpool_s8", "mnv2_fc_s8", "mnv2_block_s8",
-       "mnv2_chain_s8")
+       "mnv2_chain_s8", "mnv2_strips_s8")
 VARIANTS = [("cortex-m7", "arm_dsp"), ("cortex-m4", "arm_dsp"), ("cortex-m33", "arm_dsp"), ("cortex-m55", "arm_dsp"),
             ("cortex-m55", "helium")]
 
