@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from . import strips
 from .graph import QuantGraph
 
 ALIGN = 16
@@ -429,7 +430,7 @@ def _plan_units(graph: QuantGraph, units: tuple) -> MemoryPlan:
 
 def _refinements(graph: QuantGraph, units: tuple, i: int):
     """Unit sequences that differ from `units` around unit i by one step: unit i column-sliding (or one block of
-    the chain it is), or unit i chained with a neighbour."""
+    the chain it is, in strips if the chain is), unit i chained with a neighbour, or the chain unit i in strips."""
     u = units[i]
     if u.kind == "block" and (cs := column_sliding(graph, u)) is not None:
         yield units[:i] + (cs,) + units[i + 1:]
@@ -451,8 +452,7 @@ def _refinements(graph: QuantGraph, units: tuple, i: int):
 
 def strips_unit(graph: QuantGraph, chain: Unit) -> Unit | None:
     """The chain run in two column strips (mnv2_strips_s8), or None where strips.layout does not apply."""
-    from .strips import layout
-    lay = layout(graph, chain)
+    lay = strips.layout(graph, chain)
     return None if lay is None else replace(chain, strips=True, scratch=lay.scratch)
 
 
@@ -497,8 +497,7 @@ def _unit_events(graph: QuantGraph, unit: Unit):
         yield from _block_events(graph, unit, 0, out_shape[0])
         return
     if unit.strips:
-        from .strips import events
-        yield from events(graph, unit)
+        yield from strips.events(graph, unit)
         return
     if unit.kind == "chain":  # the first block's rows on demand (its writes go to the ring, in scratch)
         first, second = unit.parts
@@ -573,9 +572,8 @@ def replay(graph: QuantGraph, plan: MemoryPlan) -> None:
         if b.offset % ALIGN:
             raise PlanError(f"{b.name} is misaligned")
     # a strips unit keeps data in its input's holes: named regions spanning the input, live during the unit
-    from .strips import hole_names
     holes = tuple(Buffer(name, tensor_bytes(graph, u.inputs[0]), plan.buffer(u.inputs[0]).offset, i, i)
-                  for i, u in enumerate(plan.units) if u.strips for name in hole_names(u))
+                  for i, u in enumerate(plan.units) if u.strips for name in strips.hole_names(u))
     offset = {b.name: b.offset for b in plan.buffers + holes}
     # bytes still to be read: per tensor, per byte, the index of its last future read (events are numbered)
     events = []

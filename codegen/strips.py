@@ -145,7 +145,7 @@ def layout(graph: QuantGraph, unit) -> StripsLayout | None:
     """The strips layout of a chain unit, or None where it does not apply: both blocks need a stage A, the second
     a 1x1 one (so the strips' first-block columns are disjoint), the chain's input rows must divide into one group
     per output row, and a group's holes and untouched rows must hold its pieces and edge rows."""
-    from .memory import block_geom, block_scratch_bytes, tensor_bytes
+    from .memory import block_geom, block_scratch_bytes, tensor_bytes  # (memory imports this module)
 
     first, second = unit.parts
     if first.a is None or second.a is None or second.add:
@@ -245,7 +245,7 @@ def events(graph: QuantGraph, unit):
     output row h, (right strip) the edge rows moved in from their holes, the input rows its first block's stage A
     reads (that strip's columns), the output row's pieces into group h, (left strip) the edge rows exported so far
     whose group is done; then the gather into the output tensor. Scratch is not modelled."""
-    from .memory import block_geom
+    from .memory import block_geom  # (memory imports this module)
 
     lay = layout(graph, unit)
     first, second = unit.parts
