@@ -451,9 +451,21 @@ def _refinements(graph: QuantGraph, units: tuple, i: int):
 
 
 def strips_unit(graph: QuantGraph, chain: Unit) -> Unit | None:
-    """The chain run in two column strips (mnv2_strips_s8), or None where strips.layout does not apply."""
+    """The chain run in two column strips (mnv2_strips_s8), or None where strips.layout does not apply or its
+    layout fails the replay of the unit alone (output over its input, as the planner may place it)."""
     lay = strips.layout(graph, chain)
-    return None if lay is None else replace(chain, strips=True, scratch=lay.scratch)
+    if lay is None:
+        return None
+    unit = replace(chain, strips=True, scratch=lay.scratch)
+    src, in_bytes = unit.inputs[0], tensor_bytes(graph, unit.inputs[0])
+    alone = MemoryPlan("streamed", align(in_bytes) + align(unit.scratch), (unit,),
+                       (Buffer(src, in_bytes, 0, -1, 0), Buffer(unit.output, tensor_bytes(graph, unit.output), 0, 0, 1),
+                        Buffer(f"{unit.output}/scratch", unit.scratch, align(in_bytes), 0, 0)))
+    try:
+        replay(replace(graph, input=src, output=unit.output), alone)
+    except PlanError:
+        return None
+    return unit
 
 
 def plan_streamed(graph: QuantGraph) -> MemoryPlan:

@@ -244,6 +244,18 @@ def test_metadata_records_the_chain():
     assert chain["scratch_bytes"] == next(u.scratch for u in p.units if u.kind == "chain")
 
 
+def test_planner_uses_only_strips_layouts_the_replay_proves(monkeypatch):
+    """A strips layout whose edge rows would land in bytes the right strip still reads is not used: the planner
+    replays the unit alone before taking it, and keeps the whole-width chain (a larger arena)."""
+    g, p, unit, lay = _strips_plan()
+    bad = replace(lay, edge_dst=(lay.edge_dst[0] + lay.hole_bytes, lay.edge_dst[1]))
+    monkeypatch.setattr(strips, "layout", lambda graph, u: bad)
+    fallback = plan(g, "streamed")
+    assert not any(u.strips for u in fallback.units)
+    assert fallback.arena_bytes > p.arena_bytes
+    replay(g, fallback)
+
+
 def test_metadata_records_the_strips():
     """metadata.json marks a chain run in column strips, with the strips' scratch; the C parameters carry the
     layout (both strips' columns, the pieces, the scratch offsets)."""
