@@ -46,15 +46,19 @@ def positive_int(text: str) -> int:
     return v
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, minimum: int = 1) -> int:
     """'327680', '320K', '320KiB', '1M' -> bytes (K = 1024)."""
     m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)(?:i?[bB])?\s*", text)
     if not m:
         raise argparse.ArgumentTypeError(f"size {text!r} is not N, NK or NM (bytes, KiB, MiB)")
     v = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
-    if v < 1:
+    if v < minimum:
         raise argparse.ArgumentTypeError(f"size {text!r} must be positive")
     return v
+
+
+def parse_size_or_zero(text: str) -> int:
+    return parse_size(text, minimum=0)
 
 
 def _fit_options(p: argparse.ArgumentParser) -> None:
@@ -64,6 +68,9 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
                    help="override the stack the firmware reserves (e.g. 4K; default: the target file's stack_bytes)")
     p.add_argument("--no-fit-check", dest="fit_check", action="store_false",
                    help="generate and run even when the model does not fit the chip's SRAM, flash or stack")
+    p.add_argument("--speed-flash", type=parse_size_or_zero, metavar="BYTES",
+                   help="flash the Arm DSP kernels may add for weights pre-widened to int16, fewer instructions per "
+                        "MAC (default: half of the flash the model leaves free; 0: none)")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -253,7 +260,7 @@ def cmd_generate(args) -> int:
     from .generate import generate, run_one, stack_message
     gen = generate(args.target, args.alpha, args.weights, args.resolution, _calib(args), args.output, args.force,
                    args.asan, progress=not args.json, sram=args.sram, flash=args.flash, stack=args.stack,
-                   fit_check=args.fit_check, image=args.image, strategy=args.plan)
+                   fit_check=args.fit_check, image=args.image, strategy=args.plan, speed_flash=args.speed_flash)
     s, g = gen.schedule, gen.compiled.quant_graph
     summary = {"project": str(gen.project), "target": gen.target.name, "alpha": g.info.alpha,
                "resolution": list(g.info.resolution), "parameters": s.weight_count, "macs": s.macs,
@@ -274,7 +281,9 @@ def cmd_generate(args) -> int:
               f"({'regenerated' if gen.written else 'unchanged'}, built)")
         print(f"  parameters    {s.weight_count:>12,}")
         print(f"  MACs          {s.macs:>12,}")
-        print(f"  flash (const) {s.param_bytes:>12,} bytes (weights, biases, requantization constants)")
+        wide = (f"; {s.widened_bytes:,} of them weights widened for speed (--speed-flash)"
+                if s.widened_bytes else "")
+        print(f"  flash (const) {s.param_bytes:>12,} bytes (weights, biases, requantization constants{wide})")
         print(f"  arena (SRAM)  {s.plan.arena_bytes:>12,} bytes ({s.plan.strategy} plan: input image, activations and scratch)")
         if gen.fit is not None:
             verdict = "fits" if gen.fit["fits"] else "DOES NOT FIT (--no-fit-check)"

@@ -48,7 +48,7 @@ def default_output(target: str, info) -> Path:
 
 
 def options_record(target: str, alpha, resolution, weights, calib: CalibOptions, sram=None, flash=None,
-                   fit_check: bool = True, inputs: str | None = None, stack=None) -> dict:
+                   fit_check: bool = True, inputs: str | None = None, stack=None, speed_flash=None) -> dict:
     """What the provenance header and metadata.json record; weights by content hash, not by path."""
     rec = {"target": target}
     if alpha is not None:
@@ -67,6 +67,8 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
         rec["flash"] = str(flash)
     if stack is not None:
         rec["stack"] = str(stack)
+    if speed_flash is not None:
+        rec["speed_flash"] = str(speed_flash)
     if not fit_check:
         rec["fit_check"] = "off"
     if inputs is not None:
@@ -79,11 +81,11 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
              force: bool = False, asan: bool = False, progress: bool = False, sram: int | None = None,
              flash: int | None = None, fit_check: bool = True, test_inputs: np.ndarray | None = None,
              compiled: Compiled | None = None, image: Path | None = None,
-             strategy: str = "streamed", stack: int | None = None) -> Generated:
+             strategy: str = "streamed", stack: int | None = None, speed_flash: int | None = None) -> Generated:
     """Compile, emit and build. MCU targets: the firmware embeds `test_inputs` (int8 (N, H, W, C); default the
     bundled sample image) and is checked against the chip's SRAM and flash (sizes overridable by `sram`/`flash`,
-    the stack reservation by `stack`) before and after the build, unless `fit_check` is False. `compiled` reuses an
-    earlier front end."""
+    the stack reservation by `stack`) before and after the build, unless `fit_check` is False. `speed_flash`: the
+    flash widened weights may add (codegen.lower; None: its default). `compiled` reuses an earlier front end."""
     target = load_target(target_name).with_sizes(sram, flash, stack)
     if output:
         check_output_dir(Path(output), force)
@@ -91,7 +93,7 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
     mem_plan = plan(compiled.quant_graph, strategy)
     replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
-    schedule = lower(compiled.quant_graph, mem_plan, target)
+    schedule = lower(compiled.quant_graph, mem_plan, target, widen_budget=speed_flash)
     g = compiled.quant_graph
     h, w = g.info.resolution
     what = f"MobileNetV2 alpha {g.info.alpha:g} {h}x{w}"
@@ -111,7 +113,7 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         if fit_check and not fit["fits"]:
             raise UserError(fitcheck.message(fit, what, target))
     options = options_record(target_name, alpha, resolution, weights, calib, sram, flash, fit_check, inputs_note,
-                             stack)
+                             stack, speed_flash)
     files = render(schedule, options, test_inputs=labelled, fit=fit)
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)

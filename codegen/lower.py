@@ -18,7 +18,7 @@ class ConstArray:
     symbol: str
     ctype: str
     values: np.ndarray
-    role: str  # weight | bias | mult | shift (int8: requantization shifts lie in [-31, 30])
+    role: str  # weight | bias | mult | shift (int8: requantization shifts lie in [-31, 30]) | wide (int16 pairs)
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,11 @@ class Schedule:
     @property
     def param_bytes(self) -> int:
         return sum(a.values.nbytes for s in self.steps for a in s.arrays)
+
+    @property
+    def widened_bytes(self) -> int:
+        """Flash of the weights widened for speed (copies of int8 weights also present)."""
+        return sum(a.values.nbytes for s in self.steps for a in s.arrays if a.role == "wide")
 
     @property
     def weight_count(self) -> int:
@@ -97,9 +102,58 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
     return tuple(arrs)
 
 
-def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
+# Kernel variants that read weights widened to int16 pairs at generation time (the block parameters a_ww, b_ww, c_ww:
+# templates/kernels/arm_dsp.c.j2, the layouts of mnv2_widen_weights and mnv2_widen_dw_weights), trading flash for
+# the sign extensions of the inner loops.
+WIDENING_KERNELS = ("arm_dsp",)
+# The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
+# buffer); a test holds the two equal.
+DW_WIDE_MAX_CHANNELS = 192
+# Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
+FLASH_RESERVE_BYTES = 64 * 1024
+
+
+def _int16_pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """int32 words holding lo in the low half and hi in the high half, as int16 (what SMLAD reads)."""
+    words = (lo.astype(np.int64) & 0xFFFF) | ((hi.astype(np.int64) & 0xFFFF) << 16)
+    return words.astype(np.uint32).view(np.int32)
+
+
+def widen_conv(weight: np.ndarray) -> np.ndarray:
+    """A conv's weights ([out][kh][kw][in], each row of kh kw in inputs zero-padded to a multiple of 4) for the
+    pixel-pair kernel (mnv2_widen_weights): per pair of output channels (o, o + 1), per group of 4 inputs, row o's
+    inputs (0, 2) and (1, 3), then row o + 1's."""
+    w = weight.reshape(weight.shape[0], -1)
+    out_c, n = w.shape
+    assert out_c >= 2
+    w = np.pad(w, ((0, 0), (0, -n % 4)))
+    g = w[:out_c & ~1].reshape(out_c // 2, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
+    return _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(-1)
+
+
+def widen_dw(weight: np.ndarray) -> np.ndarray:
+    """3x3 depthwise weights ([3][3][c], c a multiple of 4) for the whole-window kernel (mnv2_widen_dw_weights): per
+    group of 4 channels, per tap, channels (0, 2) and (1, 3)."""
+    c = weight.shape[-1]
+    assert weight.shape[:2] == (3, 3) and c % 4 == 0
+    g = weight.reshape(9, c // 4, 4).transpose(1, 0, 2)  # group, tap, channel
+    return _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(-1)
+
+
+def widenable(op) -> tuple[str, int] | None:
+    """(block parameter, extra flash bytes) when the DSP kernels can read this block stage's weights widened."""
+    if op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0):
+        return "ww", int(widen_conv(op.weight).nbytes)
+    if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
+            and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS):
+        return "ww", 2 * int(op.weight.size)
+    return None
+
+
+def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> tuple:
     """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
-    conv), depthwise, projection, residual ADD. Returns (params dict, arrays, call args, MACs, stage phrases)."""
+    conv), depthwise, projection, residual ADD; the stages named in `wide` also get their weights widened (a_ww,
+    b_ww, c_ww). Returns (params dict, arrays, call args, MACs, stage phrases)."""
     qp, shapes = graph.qparams, graph.shapes
     a = ops[unit.a] if unit.a else None
     b, c = ops[unit.b], ops[unit.c]
@@ -134,6 +188,14 @@ def _block_parts(graph: QuantGraph, unit, ops: dict) -> tuple:
     arrays = ((_arrays(c_name(a.name), a, bias=a_bias) if a else ()) + _arrays(c_name(b.name), b)
               + _arrays(c_name(c.name), c, bias=c_bias))
     args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
+    wide_arrays = []
+    for field, op, widen in (("a_ww", a, widen_conv), ("b_ww", b, widen_dw), ("c_ww", c, widen_conv)):
+        params[field] = 0
+        if op is not None and op.name in wide:
+            assert widenable(op) is not None
+            wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", widen(op.weight), "wide"))
+            params[field] = wide_arrays[-1].symbol
+    arrays += tuple(wide_arrays)
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)
@@ -148,8 +210,8 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
     return "x".join(str(d) for d in graph.shapes[name])
 
 
-def _block_step(graph: QuantGraph, unit, ops: dict) -> Step:
-    params, arrays, args, macs, stages = _block_parts(graph, unit, ops)
+def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
+    params, arrays, args, macs, stages = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
@@ -163,9 +225,9 @@ def c_initializer(params: dict, indent: int = 8) -> str:
     return "{\n" + "".join(f"{pad}.{k} = {v},\n" for k, v in params.items()) + " " * (indent - 4) + "}"
 
 
-def _chain_step(graph: QuantGraph, unit, ops: dict) -> Step:
+def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
     """Two blocks as one pipeline (mnv2_chain_s8): the first block's output lives only in a ring of rows."""
-    first, second = (_block_parts(graph, u, ops) for u in unit.parts)
+    first, second = (_block_parts(graph, u, ops, wide) for u in unit.parts)
     params = (("first", c_initializer(first[0])), ("second", c_initializer(second[0])),
               ("ring_rows", unit.ring_rows))
     mid = unit.parts[0].output
@@ -229,12 +291,57 @@ def _op_step(graph: QuantGraph, op) -> Step:
     raise TypeError(f"unknown op kind {op.kind}")
 
 
-def lower(graph: QuantGraph, plan: MemoryPlan, target: Target) -> Schedule:
-    """One Step per unit of the plan."""
+def _block_units(unit) -> tuple:
+    return unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ()
+
+
+def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozenset:
+    """The block stages whose weights are widened within `budget` extra flash bytes: most pixels first (each weight
+    of a stage is used once per pixel it computes, so those save the most instructions per byte), depthwise before
+    1x1 at equal pixels (more saved per weight), then by name."""
     ops = {op.name: op for op in graph.ops}
-    builders = {"block": _block_step, "chain": _chain_step}
-    steps = [(builders[u.kind](graph, u, ops) if u.kind in builders else _op_step(graph, ops[u.ops[0]]))
-             for u in plan.units]
-    names = [s.cname for s in steps]
-    assert len(set(names)) == len(names), "C names collide"
-    return Schedule(graph=graph, plan=plan, target=target, steps=tuple(steps))
+    cands = []
+    for unit in plan.units:
+        for part in _block_units(unit):
+            for name in (part.a, part.b, part.c):
+                op = ops.get(name) if name else None
+                w = widenable(op) if op is not None else None
+                if w is not None:
+                    h, wd, _ = graph.shapes[op.output]
+                    cands.append((-h * wd, op.kind != "depthwise", name, w[1]))
+    chosen, left = [], budget
+    for _, _, name, extra in sorted(cands):
+        if extra <= left:
+            chosen.append(name)
+            left -= extra
+    return frozenset(chosen)
+
+
+def default_widen_budget(schedule: "Schedule") -> int:
+    """Half of the flash the model leaves free (after its weights and FLASH_RESERVE_BYTES), on targets whose kernels
+    read widened weights; 0 elsewhere or without a flash size."""
+    t = schedule.target
+    if t.kernels not in WIDENING_KERNELS or not t.flash_bytes:
+        return 0
+    return max(0, t.flash_bytes - schedule.param_bytes - FLASH_RESERVE_BYTES) // 2
+
+
+def lower(graph: QuantGraph, plan: MemoryPlan, target: Target, widen_budget: int | None = None) -> Schedule:
+    """One Step per unit of the plan. On targets whose kernels read widened weights, block stages get widened
+    copies within `widen_budget` extra flash bytes (None: default_widen_budget; 0: none)."""
+    ops = {op.name: op for op in graph.ops}
+
+    def build(wide: frozenset) -> Schedule:
+        builders = {"block": _block_step, "chain": _chain_step}
+        steps = [(builders[u.kind](graph, u, ops, wide) if u.kind in builders else _op_step(graph, ops[u.ops[0]]))
+                 for u in plan.units]
+        names = [s.cname for s in steps]
+        assert len(set(names)) == len(names), "C names collide"
+        return Schedule(graph=graph, plan=plan, target=target, steps=tuple(steps))
+
+    plain = build(frozenset())
+    budget = default_widen_budget(plain) if widen_budget is None else widen_budget
+    if target.kernels not in WIDENING_KERNELS or budget <= 0:
+        return plain
+    wide = choose_widened(graph, plan, budget)
+    return build(wide) if wide else plain

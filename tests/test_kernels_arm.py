@@ -331,6 +331,47 @@ static int inplace_legal(const mnv2_block_params_t *p)
     return 1;
 }
 
+/* The generated widened weights of mnv2_block_params_t (a_ww, b_ww, c_ww), written from the header's description of
+ * their layout: a conv [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel pair, per
+ * 4 inputs, row 0's inputs (0, 2), (1, 3), then row 1's; a 3x3 depthwise [9][c]: per 4 channels, per tap, channels
+ * (0, 2), (1, 3); int16, the low half first. */
+static int32_t pack16(int32_t lo, int32_t hi)
+{
+    return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
+}
+static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n)
+{
+    const int32_t n4 = (n + 3) & ~3;
+    int32_t *d = take(4u * (uint32_t)(out_c / 2 * n4)), *q = d;
+    int32_t o, g, r, j;
+    for (o = 0; o + 2 <= out_c; o += 2) {
+        for (g = 0; g < n4; g += 4) {
+            for (r = 0; r < 2; ++r) {
+                int32_t x[4];
+                for (j = 0; j < 4; ++j) {
+                    x[j] = g + j < n ? w[(o + r) * n + g + j] : 0;
+                }
+                *q++ = pack16(x[0], x[2]);
+                *q++ = pack16(x[1], x[3]);
+            }
+        }
+    }
+    return d;
+}
+static const int32_t *wide_dw(const int8_t *w, int32_t c)
+{
+    int32_t *d = take(4u * (uint32_t)(9 * c / 2)), *q = d;
+    int32_t g, t;
+    for (g = 0; g < c; g += 4) {
+        for (t = 0; t < 9; ++t) {
+            const int8_t *x = w + t * c + g;
+            *q++ = pack16(x[0], x[2]);
+            *q++ = pack16(x[1], x[3]);
+        }
+    }
+    return d;
+}
+
 static int case_block(int32_t i)
 {
     mnv2_block_params_t p, pl;
@@ -450,6 +491,15 @@ static int case_block(int32_t i)
     rand_requant((uint32_t)p.out_c, &cm, &cs);
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
+    }
+    if (p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u)) {
+        p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c);
+    }
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && (rnd() & 1u)) {
+        p.b_ww = wide_dw(bw, p.mid_c);
+    }
+    if (p.mid_c % 4 == 0 && p.out_c >= 2 && (rnd() & 1u)) {
+        p.c_ww = wide_conv(cw, p.out_c, p.mid_c);
     }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);

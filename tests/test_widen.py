@@ -1,0 +1,136 @@
+"""Weights widened to int16 pairs at generation time for the Arm DSP kernels (codegen/lower.py): the layouts, the
+choice of stages within a flash budget, and where they are (not) emitted. The kernels' use of them is tested in
+tests/test_kernels_arm.py (its own widening, from the header's description) and on whole models in
+tests/test_mcu_qemu.py (cortex-m7 / m4 / m33 projects carry the generated arrays)."""
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_conv, widen_dw,
+                           widenable)
+from codegen.memory import plan
+from codegen.pipeline import CalibOptions, compile_front
+from codegen.targets import load_target
+from test_cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_widen_conv_layout():
+    # rows o = 0, 1 of 4 inputs: words (w[o][0], w[o][2]), (w[o][1], w[o][3]), low half first; a third row has no
+    # partner and is left out
+    w = np.array([[1, 2, 3, 4], [5, -6, 7, -8], [9, 9, 9, 9]], dtype=np.int8)
+    got = widen_conv(w).view(np.uint32)
+    assert [hex(v) for v in got] == ["0x30001", "0x40002", "0x70005", "0xfff8fffa"]
+
+
+def test_widen_conv_pads_each_row_to_4_inputs():
+    w = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], dtype=np.int8)  # 5 inputs: groups (0..3), (4, 0, 0, 0)
+    got = [(int(v) & 0xFFFF, int(v) >> 16) for v in widen_conv(w).view(np.uint32)]
+    assert got == [(1, 3), (2, 4), (6, 8), (7, 9), (5, 0), (0, 0), (10, 0), (0, 0)]
+
+
+def test_widen_conv_groups_before_rows():
+    w = np.arange(16, dtype=np.int8).reshape(2, 8)  # 2 rows of 8 inputs: group 0 of both rows, then group 1
+    got = widen_conv(w).view(np.uint32)
+    assert [(int(v) & 0xFFFF, int(v) >> 16) for v in got] == [(0, 2), (1, 3), (8, 10), (9, 11), (4, 6), (5, 7),
+                                                              (12, 14), (13, 15)]
+
+
+def test_widen_dw_layout():
+    c = 8
+    w = (np.arange(9 * c) % 100 - 50).astype(np.int8).reshape(3, 3, c)
+    got = widen_dw(w).view(np.uint32)
+    assert got.size == 9 * c // 2
+    s16 = lambda x: ((int(x) + 0x8000) & 0xFFFF) - 0x8000  # noqa: E731
+    pairs = [(s16(v), s16(int(v) >> 16)) for v in got]
+    want = []
+    for g in range(0, c, 4):  # per 4 channels, per tap (ky, kx): channels (0, 2), (1, 3)
+        for t in range(9):
+            tap = w.reshape(9, c)[t]
+            want += [(int(tap[g]), int(tap[g + 2])), (int(tap[g + 1]), int(tap[g + 3]))]
+    assert pairs == want
+
+
+def test_dw_limit_matches_the_kernels():
+    text = (ROOT / "templates" / "kernels" / "arm_dsp.c.j2").read_text()
+    assert int(re.search(r"#define MNV2_DW_BASE_MAX (\d+)", text).group(1)) == DW_WIDE_MAX_CHANNELS
+
+
+@pytest.fixture(scope="module")
+def graph_plan(checkpoint_factory):
+    g = compile_front(None, str(checkpoint_factory(0.35)), calib=CalibOptions(samples=16)).quant_graph
+    return g, plan(g)
+
+
+def _stages(g, p):
+    """(pixels, name, extra bytes) of every widenable block stage."""
+    ops = {op.name: op for op in g.ops}
+    out = []
+    for unit in p.units:
+        for part in (unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ()):
+            for name in (part.a, part.b, part.c):
+                if name and widenable(ops[name]):
+                    h, w, _ = g.shapes[ops[name].output]
+                    out.append((h * w, name, widenable(ops[name])[1]))
+    return out
+
+
+def test_choice_stays_within_the_budget_most_pixels_first(graph_plan):
+    g, p = graph_plan
+    stages = _stages(g, p)
+    kinds = {op.name: op.kind for op in g.ops}
+    assert {kinds[s[1]] for s in stages} == {"conv", "depthwise"}
+    total = sum(s[2] for s in stages)
+    assert choose_widened(g, p, 0) == frozenset()
+    assert choose_widened(g, p, total) == {s[1] for s in stages}
+    extra = {s[1]: s[2] for s in stages}
+    for budget in (1000, 20_000, total // 3, total - 1):
+        chosen = choose_widened(g, p, budget)
+        assert sum(extra[n] for n in chosen) <= budget
+        # a stage left out must not have fit in what the stages of at least as many pixels left
+        pixels = {s[1]: s[0] for s in stages}
+        for n in set(extra) - chosen:
+            taken_before = sum(extra[m] for m in chosen if pixels[m] >= pixels[n])
+            assert extra[n] > budget - taken_before
+    top = sorted(stages, key=lambda s: -s[0])
+    k = next(i for i in range(1, len(top)) if top[i][0] < top[i - 1][0])  # the stages of the most pixels
+    assert choose_widened(g, p, sum(s[2] for s in top[:k])) == {s[1] for s in top[:k]}
+
+
+def test_only_dsp_targets_get_widened_weights(graph_plan):
+    g, p = graph_plan
+    for name in ("host", "cortex-m55", "esp32-c3"):
+        assert lower(g, p, load_target(name)).widened_bytes == 0, name
+    m7 = load_target("cortex-m7")
+    s = lower(g, p, m7)
+    plain = lower(g, p, m7, widen_budget=0)
+    assert plain.widened_bytes == 0 and s.widened_bytes > 0
+    assert s.param_bytes == plain.param_bytes + s.widened_bytes
+    assert s.widened_bytes <= (m7.flash_bytes - plain.param_bytes - FLASH_RESERVE_BYTES) // 2  # the default budget
+    symbols = {a.symbol for st in s.steps for a in st.arrays if a.role == "wide"}
+    referenced = set()
+    for st in s.steps:
+        text = " ".join(str(v) for _, v in st.params)
+        referenced |= set(re.findall(r"mnv2_\w+_wide", text))
+        assert not any(a.role == "wide" and a.symbol in st.args for a in st.arrays)  # params, not call arguments
+    assert referenced == symbols
+
+
+def test_speed_flash_option_bounds_the_widened_bytes(tmp_path):
+    out = tmp_path / "p"
+    r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "--speed-flash", "8K", "-o",
+            str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    meta = json.loads((out / "metadata.json").read_text())
+    assert 0 < meta["widened_bytes"] <= 8192 and meta["options"]["speed_flash"] == "8192"
+    assert json.loads(r.stdout)["bit_exact"]
+    assert set(re.findall(r"\.[abc]_ww = ([^,]*),", (out / "mnv2_model.c").read_text())) > {"0"}
+    r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "--speed-flash", "0", "-o",
+            str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "metadata.json").read_text())["widened_bytes"] == 0
+    assert set(re.findall(r"\.[abc]_ww = ([^,]*),", (out / "mnv2_model.c").read_text())) == {"0"}
