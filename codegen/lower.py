@@ -119,16 +119,34 @@ def _int16_pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return words.astype(np.uint32).view(np.int32)
 
 
-def widen_conv(weight: np.ndarray) -> np.ndarray:
-    """A conv's weights ([out][kh][kw][in], each row of kh kw in inputs zero-padded to a multiple of 4) for the
-    pixel-pair kernel (mnv2_widen_weights): per pair of output channels (o, o + 1), per group of 4 inputs, row o's
-    inputs (0, 2) and (1, 3), then row o + 1's."""
-    w = weight.reshape(weight.shape[0], -1)
+def short_requant(op) -> bool:
+    """Whether the DSP kernels' short requantization (arm_dsp.c.j2's mnv2_rq_fast: a shift in [-22, -1], the whole
+    int8 output range) can hold this op's constants; they also check the accumulator bound at run time."""
+    return (op.act_min == -128 and op.act_max == 127 and bool(np.all(op.multiplier >= 0))
+            and bool(np.all((op.shift >= -22) & (op.shift <= -1))))
+
+
+def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
+    """A conv's widened stream for the pixel-pair kernel (the layout of mnv2_block_params_t's a_ww / c_ww, as
+    arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases; per
+    group of 4 inputs (each row of kh kw in inputs zero-padded to a multiple of 4) the doubled weights as int16 pairs,
+    row o's inputs (0, 2) and (1, 3), then row o + 1's; their multipliers, K = (2 out_zp + 1) 2^em1 and
+    em1 | em1' << 8 (em1 = -shift - 1)."""
+    w = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64)
     out_c, n = w.shape
-    assert out_c >= 2
-    w = np.pad(w, ((0, 0), (0, -n % 4)))
-    g = w[:out_c & ~1].reshape(out_c // 2, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
-    return _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(-1)
+    assert out_c >= 2 and short_requant(op)
+    pairs = out_c // 2
+    w = 2 * np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs]
+    g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
+    groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
+    em1 = (-op.shift[:2 * pairs].astype(np.int64) - 1).reshape(pairs, 2)
+    k = (2 * int(out_zp) + 1) * (1 << em1)
+    head = 2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2)
+    tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k,
+                           (em1[:, 0] | em1[:, 1] << 8)[:, None]], axis=1)
+    words = np.concatenate([head, groups.astype(np.int64), tail], axis=1)
+    assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
+    return words.astype(np.int32).reshape(-1)
 
 
 def widen_dw(weight: np.ndarray) -> np.ndarray:
@@ -140,13 +158,15 @@ def widen_dw(weight: np.ndarray) -> np.ndarray:
     return _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(-1)
 
 
-def widenable(op) -> tuple[str, int] | None:
-    """(block parameter, extra flash bytes) when the DSP kernels can read this block stage's weights widened."""
-    if op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0):
-        return "ww", int(widen_conv(op.weight).nbytes)
+def widenable(op) -> int | None:
+    """The extra flash bytes when the DSP kernels can read this block stage's weights widened, else None."""
+    if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
+            and short_requant(op)):
+        n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
+        return 4 * (op.weight.shape[0] // 2) * (2 + 4 * n4 + 5)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
             and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS):
-        return "ww", 2 * int(op.weight.size)
+        return 2 * int(op.weight.size)
     return None
 
 
@@ -189,11 +209,14 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
               + _arrays(c_name(c.name), c, bias=c_bias))
     args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     wide_arrays = []
-    for field, op, widen in (("a_ww", a, widen_conv), ("b_ww", b, widen_dw), ("c_ww", c, widen_conv)):
+    for field, op, widen in (("a_ww", a, lambda: widen_stream(a, a_bias, params["mid_zp"])),
+                             ("b_ww", b, lambda: widen_dw(b.weight)),
+                             ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"]))):
         params[field] = 0
         if op is not None and op.name in wide:
-            assert widenable(op) is not None
-            wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", widen(op.weight), "wide"))
+            values = widen()
+            assert values.nbytes == widenable(op)
+            wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
     ka = a.weight.shape[1] if a else 0
@@ -305,10 +328,10 @@ def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozense
         for part in _block_units(unit):
             for name in (part.a, part.b, part.c):
                 op = ops.get(name) if name else None
-                w = widenable(op) if op is not None else None
-                if w is not None:
+                extra = widenable(op) if op is not None else None
+                if extra is not None:
                     h, wd, _ = graph.shapes[op.output]
-                    cands.append((-h * wd, op.kind != "depthwise", name, w[1]))
+                    cands.append((-h * wd, op.kind != "depthwise", name, extra))
     chosen, left = [], budget
     for _, _, name, extra in sorted(cands):
         if extra <= left:

@@ -332,29 +332,39 @@ static int inplace_legal(const mnv2_block_params_t *p)
 }
 
 /* The generated widened weights of mnv2_block_params_t (a_ww, b_ww, c_ww), written from the header's description of
- * their layout: a conv [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel pair, per
- * 4 inputs, row 0's inputs (0, 2), (1, 3), then row 1's; a 3x3 depthwise [9][c]: per 4 channels, per tap, channels
- * (0, 2), (1, 3); int16, the low half first. */
+ * their layout. A conv stream [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel
+ * pair, 2 bias; per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row 1's; mult, mult,
+ * (2 zp + 1) << em1 of each channel, em1 | em1' << 8. A 3x3 depthwise [9][c]: per 4 channels, per tap, channels
+ * (0, 2), (1, 3). int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
 }
-static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n)
+static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const int32_t *bias, const int32_t *mult,
+                                const int8_t *shift, int32_t zp)
 {
     const int32_t n4 = (n + 3) & ~3;
-    int32_t *d = take(4u * (uint32_t)(out_c / 2 * n4)), *q = d;
+    int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 7))), *q = d;
     int32_t o, g, r, j;
     for (o = 0; o + 2 <= out_c; o += 2) {
+        *q++ = bias ? 2 * bias[o] : 0;
+        *q++ = bias ? 2 * bias[o + 1] : 0;
         for (g = 0; g < n4; g += 4) {
             for (r = 0; r < 2; ++r) {
                 int32_t x[4];
                 for (j = 0; j < 4; ++j) {
-                    x[j] = g + j < n ? w[(o + r) * n + g + j] : 0;
+                    x[j] = g + j < n ? 2 * w[(o + r) * n + g + j] : 0;
                 }
                 *q++ = pack16(x[0], x[2]);
                 *q++ = pack16(x[1], x[3]);
             }
         }
+        *q++ = mult[o];
+        *q++ = mult[o + 1];
+        for (j = 0; j < 2; ++j) {
+            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o + j] - 1) & 31u));
+        }
+        *q++ = (int32_t)((uint32_t)(-shift[o] - 1) & 0xFFu) | (int32_t)(((uint32_t)(-shift[o + 1] - 1) & 0xFFu) << 8);
     }
     return d;
 }
@@ -379,7 +389,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, a_wide;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -445,7 +455,9 @@ static int case_block(int32_t i)
     if (p.a_kernel == 0) {
         p.mid_zp = p.in_zp;
     }
-    if (stem && (rnd() & 1u)) { /* the whole int8 range, as the Helium stem's fast path needs */
+    /* stage A on a generated widened stream (half the time when it has one), with constants it can take */
+    a_wide = p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u);
+    if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
     }
@@ -474,7 +486,7 @@ static int case_block(int32_t i)
         aw = rand_w((uint32_t)(p.mid_c * p.a_kernel * p.a_kernel * p.in_c));
         ab = rand_bias((uint32_t)p.mid_c);
         rand_requant((uint32_t)p.mid_c, &am, &as);
-        if (stem && (rnd() & 1u)) {
+        if ((stem && (rnd() & 1u)) || a_wide) {
             for (j = 0; j < p.mid_c; ++j) {
                 as[j] = (int8_t)rint_(-14, -1); /* right shifts only, as the Helium stem's fast path needs */
             }
@@ -492,14 +504,14 @@ static int case_block(int32_t i)
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
     }
-    if (p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u)) {
-        p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c);
+    if (a_wide) {
+        p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
     if (p.b_kernel == 3 && p.mid_c % 4 == 0 && (rnd() & 1u)) {
         p.b_ww = wide_dw(bw, p.mid_c);
     }
     if (p.mid_c % 4 == 0 && p.out_c >= 2 && (rnd() & 1u)) {
-        p.c_ww = wide_conv(cw, p.out_c, p.mid_c);
+        p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
     }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);

@@ -5,11 +5,12 @@ tests/test_mcu_qemu.py (cortex-m7 / m4 / m33 projects carry the generated arrays
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_conv, widen_dw,
+from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_dw, widen_stream,
                            widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
@@ -19,25 +20,47 @@ from test_cli import run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_widen_conv_layout():
-    # rows o = 0, 1 of 4 inputs: words (w[o][0], w[o][2]), (w[o][1], w[o][3]), low half first; a third row has no
-    # partner and is left out
-    w = np.array([[1, 2, 3, 4], [5, -6, 7, -8], [9, 9, 9, 9]], dtype=np.int8)
-    got = widen_conv(w).view(np.uint32)
-    assert [hex(v) for v in got] == ["0x30001", "0x40002", "0x70005", "0xfff8fffa"]
+def _conv(weight, shift, mult=None):
+    """A conv op as the quantizer makes it (only what the stream reads)."""
+    w = np.asarray(weight, dtype=np.int8)
+    w = w.reshape(w.shape[0], 1, 1, -1) if w.ndim == 2 else w
+    mult = np.full(w.shape[0], 1 << 30, dtype=np.int32) if mult is None else np.asarray(mult, dtype=np.int32)
+    return SimpleNamespace(kind="conv", weight=w, multiplier=mult, shift=np.asarray(shift, dtype=np.int32),
+                           act_min=-128, act_max=127)
 
 
-def test_widen_conv_pads_each_row_to_4_inputs():
-    w = np.array([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]], dtype=np.int8)  # 5 inputs: groups (0..3), (4, 0, 0, 0)
-    got = [(int(v) & 0xFFFF, int(v) >> 16) for v in widen_conv(w).view(np.uint32)]
-    assert got == [(1, 3), (2, 4), (6, 8), (7, 9), (5, 0), (0, 0), (10, 0), (0, 0)]
+def _halves(v) -> tuple[int, int]:
+    v = int(v) & 0xFFFFFFFF
+    s16 = lambda x: ((x + 0x8000) & 0xFFFF) - 0x8000  # noqa: E731
+    return s16(v), s16(v >> 16)
 
 
-def test_widen_conv_groups_before_rows():
-    w = np.arange(16, dtype=np.int8).reshape(2, 8)  # 2 rows of 8 inputs: group 0 of both rows, then group 1
-    got = widen_conv(w).view(np.uint32)
-    assert [(int(v) & 0xFFFF, int(v) >> 16) for v in got] == [(0, 2), (1, 3), (8, 10), (9, 11), (4, 6), (5, 7),
-                                                              (12, 14), (13, 15)]
+def test_widen_stream_layout():
+    # rows o = 0, 1 of 4 inputs: doubled biases; doubled weights (w[o][0], w[o][2]), (w[o][1], w[o][3]) as int16
+    # pairs, low half first; multipliers, (2 zp + 1) << em1 per channel, em1 | em1' << 8. A third row has no partner.
+    op = _conv([[1, 2, 3, 4], [5, -6, 7, -8], [9, 9, 9, 9]], shift=[-1, -4, -2], mult=[1 << 30, 1234567890, 5])
+    got = widen_stream(op, np.array([100, -7, 3], dtype=np.int32), out_zp=-3)
+    assert list(got[:2]) == [200, -14]
+    assert [_halves(v) for v in got[2:6]] == [(2, 6), (4, 8), (10, 14), (-12, -16)]
+    assert list(got[6:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0 | 3 << 8]
+    assert widenable(op) == got.nbytes
+
+
+def test_widen_stream_pads_rows_and_orders_groups_before_rows():
+    w = np.arange(18, dtype=np.int8).reshape(2, 9)  # 9 inputs: groups (0..3), (4..7), (8, 0, 0, 0)
+    got = widen_stream(_conv(w, shift=[-3, -3]), np.zeros(2, dtype=np.int32), out_zp=0)
+    pairs = [_halves(v) for v in got[2:14]]
+    assert pairs == [(0, 4), (2, 6), (18, 22), (20, 24), (8, 12), (10, 14), (26, 30), (28, 32),
+                     (16, 0), (0, 0), (34, 0), (0, 0)]
+    assert got.size == 2 + 12 + 5
+
+
+def test_no_stream_without_the_short_requantization():
+    assert widenable(_conv([[1, 2, 3, 4], [5, 6, 7, 8]], shift=[-1, 0])) is None  # a left shift
+    assert widenable(_conv([[1, 2, 3, 4], [5, 6, 7, 8]], shift=[-23, -1])) is None  # K would leave int32
+    op = _conv([[1, 2, 3, 4], [5, 6, 7, 8]], shift=[-1, -1])
+    op.act_min = -100  # a clamp inside the int8 range
+    assert widenable(op) is None
 
 
 def test_widen_dw_layout():
@@ -45,8 +68,7 @@ def test_widen_dw_layout():
     w = (np.arange(9 * c) % 100 - 50).astype(np.int8).reshape(3, 3, c)
     got = widen_dw(w).view(np.uint32)
     assert got.size == 9 * c // 2
-    s16 = lambda x: ((int(x) + 0x8000) & 0xFFFF) - 0x8000  # noqa: E731
-    pairs = [(s16(v), s16(int(v) >> 16)) for v in got]
+    pairs = [_halves(v) for v in got]
     want = []
     for g in range(0, c, 4):  # per 4 channels, per tap (ky, kx): channels (0, 2), (1, 3)
         for t in range(9):
@@ -75,7 +97,7 @@ def _stages(g, p):
             for name in (part.a, part.b, part.c):
                 if name and widenable(ops[name]):
                     h, w, _ = g.shapes[ops[name].output]
-                    out.append((h * w, name, widenable(ops[name])[1]))
+                    out.append((h * w, name, widenable(ops[name])))
     return out
 
 
