@@ -149,13 +149,24 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
-def widen_dw(weight: np.ndarray) -> np.ndarray:
-    """3x3 depthwise weights ([3][3][c], c a multiple of 4) for the whole-window kernel (mnv2_widen_dw_weights): per
-    group of 4 channels, per tap, channels (0, 2) and (1, 3)."""
-    c = weight.shape[-1]
-    assert weight.shape[:2] == (3, 3) and c % 4 == 0
-    g = weight.reshape(9, c // 4, 4).transpose(1, 0, 2)  # group, tap, channel
-    return _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(-1)
+def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
+    """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
+    mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
+    folded biases (bias - in_zp * the 9 weights); per tap the doubled weights of channels (0, 2) and (1, 3) as int16
+    pairs; em1 of the 4 channels in bytes 0..3; then each channel's multiplier and K = (2 out_zp + 1) 2^em1."""
+    c = op.weight.shape[-1]
+    assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op)
+    w = op.weight.reshape(9, c).astype(np.int64)
+    groups = c // 4
+    base = 2 * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
+    g = (2 * w).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
+    taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
+    em1 = (-op.shift.astype(np.int64) - 1).reshape(groups, 4)
+    e = em1[:, 0] | em1[:, 1] << 8 | em1[:, 2] << 16 | em1[:, 3] << 24
+    mk = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), (2 * int(out_zp) + 1) * (1 << em1)], axis=2)
+    words = np.concatenate([base, taps, e[:, None], mk.reshape(groups, 8)], axis=1)
+    assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
+    return words.astype(np.int32).reshape(-1)
 
 
 def widenable(op) -> int | None:
@@ -165,8 +176,8 @@ def widenable(op) -> int | None:
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
         return 4 * (op.weight.shape[0] // 2) * (2 + 4 * n4 + 5)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
-            and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS):
-        return 2 * int(op.weight.size)
+            and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS and short_requant(op)):
+        return 4 * 31 * (op.weight.shape[-1] // 4)
     return None
 
 
@@ -210,7 +221,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     wide_arrays = []
     for field, op, widen in (("a_ww", a, lambda: widen_stream(a, a_bias, params["mid_zp"])),
-                             ("b_ww", b, lambda: widen_dw(b.weight)),
+                             ("b_ww", b, lambda: widen_dw_stream(b, params["mid_zp"], params["dw_zp"])),
                              ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"]))):
         params[field] = 0
         if op is not None and op.name in wide:

@@ -368,15 +368,32 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
     }
     return d;
 }
-static const int32_t *wide_dw(const int8_t *w, int32_t c)
+static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
+                              const int8_t *shift, int32_t in_zp, int32_t zp)
 {
-    int32_t *d = take(4u * (uint32_t)(9 * c / 2)), *q = d;
-    int32_t g, t;
+    int32_t *d = take(4u * (uint32_t)(c / 4 * 31)), *q = d;
+    int32_t g, t, j;
     for (g = 0; g < c; g += 4) {
+        for (j = 0; j < 4; ++j) {
+            int32_t sum = 0;
+            for (t = 0; t < 9; ++t) {
+                sum += w[t * c + g + j];
+            }
+            *q++ = 2 * (bias[g + j] - in_zp * sum);
+        }
         for (t = 0; t < 9; ++t) {
             const int8_t *x = w + t * c + g;
-            *q++ = pack16(x[0], x[2]);
-            *q++ = pack16(x[1], x[3]);
+            *q++ = pack16(2 * x[0], 2 * x[2]);
+            *q++ = pack16(2 * x[1], 2 * x[3]);
+        }
+        *q = 0;
+        for (j = 0; j < 4; ++j) {
+            *q |= (int32_t)(((uint32_t)(-shift[g + j] - 1) & 0xFFu) << (8 * j));
+        }
+        ++q;
+        for (j = 0; j < 4; ++j) {
+            *q++ = mult[g + j];
+            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + j] - 1) & 31u));
         }
     }
     return d;
@@ -456,7 +473,7 @@ static int case_block(int32_t i)
         p.mid_zp = p.in_zp;
     }
     /* stage A on a generated widened stream (half the time when it has one), with constants it can take */
-    a_wide = p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u);
+    a_wide = !wide && p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u);
     if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
@@ -507,8 +524,8 @@ static int case_block(int32_t i)
     if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
-    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && (rnd() & 1u)) {
-        p.b_ww = wide_dw(bw, p.mid_c);
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (rnd() & 1u)) {
+        p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
     if (p.mid_c % 4 == 0 && p.out_c >= 2 && (rnd() & 1u)) {
         p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_dw, widen_stream,
-                           widenable)
+from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_dw_stream,
+                           widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -63,18 +63,27 @@ def test_no_stream_without_the_short_requantization():
     assert widenable(op) is None
 
 
-def test_widen_dw_layout():
+def test_widen_dw_stream_layout():
     c = 8
     w = (np.arange(9 * c) % 100 - 50).astype(np.int8).reshape(3, 3, c)
-    got = widen_dw(w).view(np.uint32)
-    assert got.size == 9 * c // 2
-    pairs = [_halves(v) for v in got]
-    want = []
-    for g in range(0, c, 4):  # per 4 channels, per tap (ky, kx): channels (0, 2), (1, 3)
+    op = SimpleNamespace(kind="depthwise", weight=w, bias=np.arange(c, dtype=np.int32) * 1000 - 3000,
+                         multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
+                         shift=-np.arange(1, c + 1, dtype=np.int32), act_min=-128, act_max=127)
+    got = widen_dw_stream(op, in_zp=5, out_zp=-2)
+    assert got.size == 31 * c // 4 and widenable(op) == got.nbytes
+    taps = w.reshape(9, c).astype(int)
+    for g in range(c // 4):  # per 4 channels: doubled folded biases, per tap (0, 2), (1, 3) doubled, em1 bytes, (M, K)
+        rec = got[31 * g:31 * (g + 1)]
+        ch = range(4 * g, 4 * g + 4)
+        assert list(rec[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
+        want = []
         for t in range(9):
-            tap = w.reshape(9, c)[t]
-            want += [(int(tap[g]), int(tap[g + 2])), (int(tap[g + 1]), int(tap[g + 3]))]
-    assert pairs == want
+            x = 2 * taps[t, 4 * g:4 * g + 4]
+            want += [(x[0], x[2]), (x[1], x[3])]
+        assert [_halves(v) for v in rec[4:22]] == want
+        em1 = [j for j in ch]  # shift -(j + 1): em1 = j
+        assert int(rec[22]) == em1[0] | em1[1] << 8 | em1[2] << 16 | em1[3] << 24
+        assert list(rec[23:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j))]
 
 
 def test_dw_limit_matches_the_kernels():
