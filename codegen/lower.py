@@ -128,7 +128,7 @@ def short_requant(op) -> bool:
 
 def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     """A conv's widened stream for the pixel-pair kernel (the layout of mnv2_block_params_t's a_ww / c_ww, as
-    arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases; per
+    arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases twice; per
     group of 4 inputs (each row of kh kw in inputs zero-padded to a multiple of 4) the doubled weights as int16 pairs,
     row o's inputs (0, 2) and (1, 3), then row o + 1's; their multipliers, K = (2 out_zp + 1) 2^em1 and
     em1 | em1' << 8 (em1 = -shift - 1)."""
@@ -141,7 +141,7 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
     em1 = (-op.shift[:2 * pairs].astype(np.int64) - 1).reshape(pairs, 2)
     k = (2 * int(out_zp) + 1) * (1 << em1)
-    head = 2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2)
+    head = np.tile(2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2), 2)  # the four accumulators' starts
     tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k,
                            (em1[:, 0] | em1[:, 1] << 8)[:, None]], axis=1)
     words = np.concatenate([head, groups.astype(np.int64), tail], axis=1)
@@ -174,7 +174,7 @@ def widenable(op) -> int | None:
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
-        return 4 * (op.weight.shape[0] // 2) * (2 + 4 * n4 + 5)
+        return 4 * (op.weight.shape[0] // 2) * (4 + 4 * n4 + 5)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
             and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS and short_requant(op)):
         return 4 * 31 * (op.weight.shape[-1] // 4)

@@ -333,7 +333,8 @@ static int inplace_legal(const mnv2_block_params_t *p)
 
 /* The generated widened weights of mnv2_block_params_t (a_ww, b_ww, c_ww), written from the header's description of
  * their layout. A conv stream [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel
- * pair, 2 bias; per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row 1's; mult, mult,
+ * pair, 2 bias (both channels, twice); per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row
+ * 1's; mult, mult,
  * (2 zp + 1) << em1 of each channel, em1 | em1' << 8. A 3x3 depthwise [9][c]: per 4 channels, per tap, channels
  * (0, 2), (1, 3). int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
@@ -344,11 +345,13 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
                                 const int8_t *shift, int32_t zp)
 {
     const int32_t n4 = (n + 3) & ~3;
-    int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 7))), *q = d;
+    int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 9))), *q = d;
     int32_t o, g, r, j;
     for (o = 0; o + 2 <= out_c; o += 2) {
-        *q++ = bias ? 2 * bias[o] : 0;
-        *q++ = bias ? 2 * bias[o + 1] : 0;
+        for (j = 0; j < 2; ++j) {
+            *q++ = bias ? 2 * bias[o] : 0;
+            *q++ = bias ? 2 * bias[o + 1] : 0;
+        }
         for (g = 0; g < n4; g += 4) {
             for (r = 0; r < 2; ++r) {
                 int32_t x[4];
