@@ -58,7 +58,7 @@ class Schedule:
 
     @property
     def widened_bytes(self) -> int:
-        """Flash of the weights widened for speed (copies of int8 weights also present)."""
+        """Flash of the widened streams (weights also held as int8, with their requantization constants)."""
         return sum(a.values.nbytes for s in self.steps for a in s.arrays if a.role == "wide")
 
     @property
@@ -102,10 +102,13 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
     return tuple(arrs)
 
 
-# Kernel variants that read weights widened to int16 pairs at generation time (the block parameters a_ww, b_ww, c_ww:
-# templates/kernels/arm_dsp.c.j2, the layouts of mnv2_widen_weights and mnv2_widen_dw_weights), trading flash for
-# the sign extensions of the inner loops.
+# Kernel variants that read weights widened to int16 pairs at generation time, with their requantization constants
+# (the block parameters a_ww, b_ww, c_ww: templates/kernels/arm_dsp.c.j2's streams, as mnv2_widen_stream and
+# mnv2_dw_stream build them), trading flash for the sign extensions and constant loads of the inner loops.
 WIDENING_KERNELS = ("arm_dsp",)
+# Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
+# 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
+STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 5, 31
 # The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
 # buffer); a test holds the two equal.
 DW_WIDE_MAX_CHANNELS = 192
@@ -174,10 +177,10 @@ def widenable(op) -> int | None:
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
-        return 4 * (op.weight.shape[0] // 2) * (4 + 4 * n4 + 5)
+        return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
             and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS and short_requant(op)):
-        return 4 * 31 * (op.weight.shape[-1] // 4)
+        return 4 * DW_STREAM_WORDS * (op.weight.shape[-1] // 4)
     return None
 
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, choose_widened, lower, widen_dw_stream,
-                           widen_stream, widenable)
+from codegen.lower import (DW_STREAM_WORDS, DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, STREAM_HEAD_WORDS,
+                           STREAM_TAIL_WORDS, choose_widened, lower, widen_dw_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -86,9 +86,14 @@ def test_widen_dw_stream_layout():
         assert list(rec[23:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j))]
 
 
-def test_dw_limit_matches_the_kernels():
+def test_limits_and_stream_sizes_match_the_kernels():
     text = (ROOT / "templates" / "kernels" / "arm_dsp.c.j2").read_text()
-    assert int(re.search(r"#define MNV2_DW_BASE_MAX (\d+)", text).group(1)) == DW_WIDE_MAX_CHANNELS
+
+    def define(name):
+        return int(re.search(rf"#define {name} (\d+)", text).group(1))
+    assert define("MNV2_DW_BASE_MAX") == DW_WIDE_MAX_CHANNELS
+    assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS")) == (
+        STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
 
 
 @pytest.fixture(scope="module")
