@@ -71,8 +71,13 @@ def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
     want = run_int8(compiled.quant_graph, g.test_inputs)
     insns = prof["harness_instructions"]
     macs = g.schedule.macs
+    qg = compiled.quant_graph
+    dw_macs = sum(int(np.prod(qg.shapes[op.output])) * op.weight.shape[0] * op.weight.shape[1]
+                  for op in qg.ops if op.kind == "depthwise")
+    outputs = sum(int(np.prod(qg.shapes[op.output])) for op in qg.ops if op.kind in ("conv", "depthwise", "dense"))
     layers = [{k: layer[k] for k in ("name", "kernel", "macs", "instructions")} for layer in prof["layers"]]
     return {"kernels": kernels, "instructions": insns, "macs": macs, "instructions_per_mac": insns / macs,
+            "depthwise_macs": dw_macs, "requantized_outputs": outputs,
             "layers": layers, "overhead_instructions": prof["overhead"]["instructions"],
             "bit_exact": bool(np.array_equal(prof["outputs"], want)), "qemu_seconds": round(seconds, 2),
             **flash_split(g.elf, variant.size)}
@@ -133,7 +138,9 @@ def main() -> int:
               f"{s['instructions_per_mac']:.2f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
               f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
-    print("MACs per inference: " + ", ".join(sorted({f"{r['model']}: {r['selected']['macs']:,}" for r in rows})))
+    print("Per inference: " + ", ".join(sorted({
+        f"{r['model']}: {r['selected']['macs']:,} MACs ({r['selected']['depthwise_macs']:,} depthwise), "
+        f"{r['selected']['requantized_outputs']:,} requantized outputs" for r in rows})))
     if not args.no_layers:
         for r in rows:
             print_layers(r)

@@ -129,6 +129,12 @@ def short_requant(op) -> bool:
             and bool(np.all((op.shift >= -22) & (op.shift <= -1))))
 
 
+def _em1_k(shift: np.ndarray, out_zp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel em1 = -shift - 1 and the rounding constant K = (2 out_zp + 1) 2^em1 of the short requantization."""
+    em1 = -shift.astype(np.int64) - 1
+    return em1, (2 * int(out_zp) + 1) * (1 << em1)
+
+
 def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     """A conv's widened stream for the pixel-pair kernel (the layout of mnv2_block_params_t's a_ww / c_ww, as
     arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases twice; per
@@ -142,8 +148,7 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     w = 2 * np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs]
     g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
-    em1 = (-op.shift[:2 * pairs].astype(np.int64) - 1).reshape(pairs, 2)
-    k = (2 * int(out_zp) + 1) * (1 << em1)
+    em1, k = (x.reshape(pairs, 2) for x in _em1_k(op.shift[:2 * pairs], out_zp))
     head = np.tile(2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2), 2)  # the four accumulators' starts
     tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k,
                            (em1[:, 0] | em1[:, 1] << 8)[:, None]], axis=1)
@@ -165,9 +170,9 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     base = 2 * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
     g = (2 * w).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
-    em1 = (-op.shift.astype(np.int64) - 1).reshape(groups, 4)
+    em1, k = (x.reshape(groups, 4) for x in _em1_k(op.shift, out_zp))
     e = em1[:, 0] | em1[:, 1] << 8 | em1[:, 2] << 16 | em1[:, 3] << 24
-    mk = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), (2 * int(out_zp) + 1) * (1 << em1)], axis=2)
+    mk = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k], axis=2)
     bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
     words = np.concatenate([base, bias2, taps, e[:, None], mk.reshape(groups, 8)], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
