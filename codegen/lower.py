@@ -108,7 +108,7 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
 WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
 # 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
-STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 5, 35
+STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 5, 38
 # The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
 # buffer); a test holds the two equal.
 DW_WIDE_MAX_CHANNELS = 192
@@ -160,9 +160,9 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
-    folded biases (bias - in_zp * the 9 weights: whole windows), the doubled biases (windows crossing the edge); per
-    tap the doubled weights of channels (0, 2) and (1, 3) as int16 pairs; em1 of the 4 channels in bytes 0..3; then
-    each channel's multiplier and K = (2 out_zp + 1) 2^em1."""
+    folded biases (bias - in_zp * the 9 weights: whole windows); per tap the doubled weights of channels (0, 2) and
+    (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); then each channel's multiplier,
+    K = (2 out_zp + 1) 2^em1 and em1."""
     c = op.weight.shape[-1]
     assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op)
     w = op.weight.reshape(9, c).astype(np.int64)
@@ -171,10 +171,9 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     g = (2 * w).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
     em1, k = (x.reshape(groups, 4) for x in _em1_k(op.shift, out_zp))
-    e = em1[:, 0] | em1[:, 1] << 8 | em1[:, 2] << 16 | em1[:, 3] << 24
-    mk = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k], axis=2)
+    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)
     bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
-    words = np.concatenate([base, bias2, taps, e[:, None], mk.reshape(groups, 8)], axis=1)
+    words = np.concatenate([base, taps, bias2, mke.reshape(groups, 12)], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
 

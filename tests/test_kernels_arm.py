@@ -336,8 +336,8 @@ static int inplace_legal(const mnv2_block_params_t *p)
  * pair, 2 bias (both channels, twice); per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row
  * 1's; mult, mult,
  * (2 zp + 1) << em1 of each channel, em1 | em1' << 8. A 3x3 depthwise [9][c]: per 4 channels, 2 (bias - in_zp *
- * the 9 weights), 2 bias; per tap, the doubled weights of channels (0, 2), (1, 3); the em1 bytes; mult, (2 zp + 1) <<
- * em1 of each. int16 pairs, the low half first. */
+ * the 9 weights); per tap, the doubled weights of channels (0, 2), (1, 3); 2 bias; mult, (2 zp + 1) << em1, em1 of
+ * each. int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
@@ -375,7 +375,7 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
 static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
                               const int8_t *shift, int32_t in_zp, int32_t zp)
 {
-    int32_t *d = take(4u * (uint32_t)(c / 4 * 35)), *q = d;
+    int32_t *d = take(4u * (uint32_t)(c / 4 * 38)), *q = d;
     int32_t g, t, j;
     for (g = 0; g < c; g += 4) {
         for (j = 0; j < 4; ++j) {
@@ -385,22 +385,18 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
             }
             *q++ = 2 * (bias[g + j] - in_zp * sum);
         }
-        for (j = 0; j < 4; ++j) {
-            *q++ = 2 * bias[g + j];
-        }
         for (t = 0; t < 9; ++t) {
             const int8_t *x = w + t * c + g;
             *q++ = pack16(2 * x[0], 2 * x[2]);
             *q++ = pack16(2 * x[1], 2 * x[3]);
         }
-        *q = 0;
         for (j = 0; j < 4; ++j) {
-            *q |= (int32_t)(((uint32_t)(-shift[g + j] - 1) & 0xFFu) << (8 * j));
+            *q++ = 2 * bias[g + j];
         }
-        ++q;
         for (j = 0; j < 4; ++j) {
             *q++ = mult[g + j];
             *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + j] - 1) & 31u));
+            *q++ = -shift[g + j] - 1;
         }
     }
     return d;

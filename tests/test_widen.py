@@ -70,21 +70,20 @@ def test_widen_dw_stream_layout():
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
                          shift=-np.arange(1, c + 1, dtype=np.int32), act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
-    assert got.size == 35 * c // 4 and widenable(op) == got.nbytes
+    assert got.size == 38 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
-    for g in range(c // 4):  # per 4 channels: doubled folded biases, doubled biases, per tap (0, 2), (1, 3) doubled,
-        rec = got[35 * g:35 * (g + 1)]  # em1 bytes, (M, K)
+    for g in range(c // 4):  # per 4 channels: doubled folded biases, per tap (0, 2), (1, 3) doubled, doubled biases,
+        rec = got[38 * g:38 * (g + 1)]  # (M, K, em1)
         ch = range(4 * g, 4 * g + 4)
         assert list(rec[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
-        assert list(rec[4:8]) == [2 * int(op.bias[j]) for j in ch]
         want = []
         for t in range(9):
             x = 2 * taps[t, 4 * g:4 * g + 4]
             want += [(x[0], x[2]), (x[1], x[3])]
-        assert [_halves(v) for v in rec[8:26]] == want
-        em1 = [j for j in ch]  # shift -(j + 1): em1 = j
-        assert int(rec[26]) == em1[0] | em1[1] << 8 | em1[2] << 16 | em1[3] << 24
-        assert list(rec[27:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j))]
+        assert [_halves(v) for v in rec[4:22]] == want
+        assert list(rec[22:26]) == [2 * int(op.bias[j]) for j in ch]
+        # shift -(j + 1): em1 = j
+        assert list(rec[26:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j), j)]
 
 
 def test_limits_and_stream_sizes_match_the_kernels():
