@@ -335,7 +335,7 @@ static int inplace_legal(const mnv2_block_params_t *p)
  * their layout. A conv stream [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel
  * pair, 2 bias (both channels, twice); per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row
  * 1's; mult, mult,
- * (2 zp + 1) << em1 of each channel, em1 | em1' << 8. A 3x3 depthwise [9][c]: per 4 channels, 2 (bias - in_zp *
+ * (2 zp + 1) << em1 of each channel, em1 of each. A 3x3 depthwise [9][c]: per 4 channels, 2 (bias - in_zp *
  * the 9 weights); per tap, the doubled weights of channels (0, 2), (1, 3); 2 bias; mult, (2 zp + 1) << em1, em1 of
  * each. int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
@@ -346,7 +346,7 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
                                 const int8_t *shift, int32_t zp)
 {
     const int32_t n4 = (n + 3) & ~3;
-    int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 9))), *q = d;
+    int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 10))), *q = d;
     int32_t o, g, r, j;
     for (o = 0; o + 2 <= out_c; o += 2) {
         for (j = 0; j < 2; ++j) {
@@ -368,7 +368,8 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
         for (j = 0; j < 2; ++j) {
             *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o + j] - 1) & 31u));
         }
-        *q++ = (int32_t)((uint32_t)(-shift[o] - 1) & 0xFFu) | (int32_t)(((uint32_t)(-shift[o + 1] - 1) & 0xFFu) << 8);
+        *q++ = -shift[o] - 1;
+        *q++ = -shift[o + 1] - 1;
     }
     return d;
 }

@@ -37,12 +37,12 @@ def _halves(v) -> tuple[int, int]:
 
 def test_widen_stream_layout():
     # rows o = 0, 1 of 4 inputs: doubled biases; doubled weights (w[o][0], w[o][2]), (w[o][1], w[o][3]) as int16
-    # pairs, low half first; multipliers, (2 zp + 1) << em1 per channel, em1 | em1' << 8. A third row has no partner.
+    # pairs, low half first; multipliers, (2 zp + 1) << em1 per channel, em1 per channel. A third row has no partner.
     op = _conv([[1, 2, 3, 4], [5, -6, 7, -8], [9, 9, 9, 9]], shift=[-1, -4, -2], mult=[1 << 30, 1234567890, 5])
     got = widen_stream(op, np.array([100, -7, 3], dtype=np.int32), out_zp=-3)
     assert list(got[:4]) == [200, -14, 200, -14]
     assert [_halves(v) for v in got[4:8]] == [(2, 6), (4, 8), (10, 14), (-12, -16)]
-    assert list(got[8:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0 | 3 << 8]
+    assert list(got[8:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0, 3]
     assert widenable(op) == got.nbytes
 
 
@@ -52,7 +52,7 @@ def test_widen_stream_pads_rows_and_orders_groups_before_rows():
     pairs = [_halves(v) for v in got[4:16]]
     assert pairs == [(0, 4), (2, 6), (18, 22), (20, 24), (8, 12), (10, 14), (26, 30), (28, 32),
                      (16, 0), (0, 0), (34, 0), (0, 0)]
-    assert got.size == 4 + 12 + 5
+    assert got.size == 4 + 12 + 6
 
 
 def test_no_stream_without_the_short_requantization():
