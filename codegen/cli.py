@@ -69,8 +69,8 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fit-check", dest="fit_check", action="store_false",
                    help="generate and run even when the model does not fit the chip's SRAM, flash or stack")
     p.add_argument("--speed-flash", type=parse_size_or_zero, metavar="BYTES",
-                   help="flash the Arm DSP kernels may add for weights pre-widened to int16, fewer instructions per "
-                        "MAC (default: half of the flash the model leaves free; 0: none)")
+                   help="flash the Arm DSP kernels may add for weights pre-widened to int16 and residual ADD tables, "
+                        "fewer instructions per MAC (default: half of the flash the model leaves free; 0: none)")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -281,7 +281,7 @@ def cmd_generate(args) -> int:
               f"({'regenerated' if gen.written else 'unchanged'}, built)")
         print(f"  parameters    {s.weight_count:>12,}")
         print(f"  MACs          {s.macs:>12,}")
-        wide = (f"; {s.widened_bytes:,} of them weights widened for speed (--speed-flash)"
+        wide = (f"; {s.widened_bytes:,} of them speed copies: widened weights, ADD tables (--speed-flash)"
                 if s.widened_bytes else "")
         print(f"  flash (const) {s.param_bytes:>12,} bytes (weights, biases, requantization constants{wide})")
         print(f"  arena (SRAM)  {s.plan.arena_bytes:>12,} bytes ({s.plan.strategy} plan: input image, activations and scratch)")

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import requant
 from .graph import QuantGraph
 from .memory import MemoryPlan
 from .strips import layout as strips_layout
@@ -58,7 +59,8 @@ class Schedule:
 
     @property
     def widened_bytes(self) -> int:
-        """Flash of the widened streams (weights also held as int8, with their requantization constants)."""
+        """Flash of the speed copies: widened streams (weights also held as int8, with their requantization
+        constants) and residual ADD tables."""
         return sum(a.values.nbytes for s in self.steps for a in s.arrays if a.role == "wide")
 
     @property
@@ -177,8 +179,28 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
+# A residual ADD's lookup table (mnv2_block_params_t's add_lut): each input's rescaled value for every int8 byte.
+ADD_LUT_WORDS = 2 * 256
+
+
+def add_lut(op, in_zp: int, proj_zp: int) -> np.ndarray:
+    """The block's residual ADD (inputs: the block input, zero point in_zp, and the projection, proj_zp) as a table
+    for the DSP kernels (the layout of mnv2_block_params_t's add_lut): word 128 + x of each half, x in [-128, 127],
+    is TFLite's rescale of input byte x, MultiplyByQuantizedMultiplierSmallerThanOneExp((x - zp) << left_shift,
+    multiplier, shift): the block input's, then the projection's."""
+    x = np.arange(-128, 128, dtype=np.int64)
+    halves = [requant.multiply_by_quantized_multiplier_smaller_than_one((x - zp) * (1 << op.left_shift), m, sh)
+              for zp, m, sh in zip((in_zp, proj_zp), op.input_multipliers, op.input_shifts)]
+    words = np.concatenate(halves)
+    assert words.size == ADD_LUT_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
+    return words.astype(np.int32)
+
+
 def widenable(op) -> int | None:
-    """The extra flash bytes when the DSP kernels can read this block stage's weights widened, else None."""
+    """The extra flash bytes when the DSP kernels can read this block stage's weights widened (or, for a residual
+    ADD, its lookup table), else None."""
+    if op.kind == "add":
+        return 4 * ADD_LUT_WORDS
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
@@ -230,7 +252,8 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     wide_arrays = []
     for field, op, widen in (("a_ww", a, lambda: widen_stream(a, a_bias, params["mid_zp"])),
                              ("b_ww", b, lambda: widen_dw_stream(b, params["mid_zp"], params["dw_zp"])),
-                             ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"]))):
+                             ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"])),
+                             ("add_lut", add, lambda: add_lut(add, params["in_zp"], params["proj_zp"]))):
         params[field] = 0
         if op is not None and op.name in wide:
             values = widen()
@@ -338,14 +361,14 @@ def _block_units(unit) -> tuple:
 
 
 def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozenset:
-    """The block stages whose weights are widened within `budget` extra flash bytes: most pixels first (each weight
-    of a stage is used once per pixel it computes, so those save the most instructions per byte), depthwise before
-    1x1 at equal pixels (more saved per weight), then by name."""
+    """The block stages whose weights are widened (and residual ADDs given tables) within `budget` extra flash bytes:
+    most pixels first (each weight of a stage is used once per pixel it computes, so those save the most
+    instructions per byte), depthwise before 1x1 and ADD at equal pixels (more saved per weight), then by name."""
     ops = {op.name: op for op in graph.ops}
     cands = []
     for unit in plan.units:
         for part in _block_units(unit):
-            for name in (part.a, part.b, part.c):
+            for name in (part.a, part.b, part.c, part.add):
                 op = ops.get(name) if name else None
                 extra = widenable(op) if op is not None else None
                 if extra is not None:

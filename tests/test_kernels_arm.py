@@ -403,6 +403,30 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
     return d;
 }
 
+/* The residual ADD's table of mnv2_block_params_t's add_lut, from the header's description: gemmlowp's rounding
+ * doubling high multiply and rounding divide by a power of two, written here again. */
+static int32_t srdhm(int32_t a, int32_t b)
+{
+    const int64_t ab = (int64_t)a * b, s = ab + (ab >= 0 ? (1 << 30) : 1 - (1 << 30));
+    return (int32_t)(s >= 0 ? s >> 31 : -((-s) >> 31));
+}
+static int32_t rdbpot(int32_t x, int32_t e)
+{
+    const int32_t mask = (int32_t)((1u << e) - 1u), rem = x & mask, threshold = (mask >> 1) + (x < 0);
+    return (x >> e) + (rem > threshold);
+}
+static const int32_t *add_table(const mnv2_block_params_t *p)
+{
+    int32_t *t = take(4u * 512u);
+    int32_t x;
+    for (x = -128; x < 128; ++x) {
+        t[128 + x] = rdbpot(srdhm((x - p->in_zp) * (1 << p->add_left_shift), p->add_in_mult), -p->add_in_shift);
+        t[384 + x] = rdbpot(srdhm((x - p->proj_zp) * (1 << p->add_left_shift), p->add_proj_mult),
+                            -p->add_proj_shift);
+    }
+    return t;
+}
+
 static int case_block(int32_t i)
 {
     mnv2_block_params_t p, pl;
@@ -533,6 +557,10 @@ static int case_block(int32_t i)
     }
     if (p.mid_c % 4 == 0 && p.out_c >= 2 && (rnd() & 1u)) {
         p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
+    }
+    if (p.residual && p.add_left_shift == 20 && p.add_in_shift <= 0 && p.add_in_shift > -32 && p.add_proj_shift <= 0 &&
+        p.add_proj_shift > -32 && (rnd() & 1u)) {
+        p.add_lut = add_table(&p);
     }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);

@@ -103,12 +103,12 @@ def graph_plan(checkpoint_factory):
 
 
 def _stages(g, p):
-    """(pixels, name, extra bytes) of every widenable block stage."""
+    """(pixels, name, extra bytes) of every widenable block stage (and residual ADD: its table)."""
     ops = {op.name: op for op in g.ops}
     out = []
     for unit in p.units:
         for part in (unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ()):
-            for name in (part.a, part.b, part.c):
+            for name in (part.a, part.b, part.c, part.add):
                 if name and widenable(ops[name]):
                     h, w, _ = g.shapes[ops[name].output]
                     out.append((h * w, name, widenable(ops[name])))
@@ -119,7 +119,7 @@ def test_choice_stays_within_the_budget_most_pixels_first(graph_plan):
     g, p = graph_plan
     stages = _stages(g, p)
     kinds = {op.name: op.kind for op in g.ops}
-    assert {kinds[s[1]] for s in stages} == {"conv", "depthwise"}
+    assert {kinds[s[1]] for s in stages} == {"conv", "depthwise", "add"}
     total = sum(s[2] for s in stages)
     assert choose_widened(g, p, 0) == frozenset()
     assert choose_widened(g, p, total) == {s[1] for s in stages}
