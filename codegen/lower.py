@@ -199,8 +199,10 @@ def add_lut(op, in_zp: int, proj_zp: int) -> np.ndarray:
 def widenable(op) -> int | None:
     """The extra flash bytes when the DSP kernels can read this block stage's weights widened (or, for a residual
     ADD, its lookup table), else None."""
-    if op.kind == "add":
-        return 4 * ADD_LUT_WORDS
+    if op.kind == "add":  # the ADDs arm_dsp.c.j2's mnv2_dsp_add_ok lets its kernels run
+        shifts = (*op.input_shifts, op.output_shift)
+        ok = op.left_shift == 20 and op.act_min == -128 and op.act_max == 127 and all(-32 < s <= 0 for s in shifts)
+        return 4 * ADD_LUT_WORDS if ok else None
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
