@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from codegen.lower import (DW_STREAM_WORDS, DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, STREAM_HEAD_WORDS,
-                           STREAM_TAIL_WORDS, choose_widened, lower, widen_dw_stream, widen_stream, widenable)
+                           STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream, widen_stream,
+                           widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -84,6 +85,18 @@ def test_widen_dw_stream_layout():
         assert list(rec[22:26]) == [2 * int(op.bias[j]) for j in ch]
         # shift -(j + 1): em1 = j
         assert list(rec[26:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j), j)]
+
+
+def test_add_lut_layout():
+    # multipliers of exactly 1/2 make every rescale exact: (x - zp) 2^20 / 2 / 2^-shift
+    op = SimpleNamespace(kind="add", left_shift=20, input_multipliers=(1 << 30, 1 << 30), input_shifts=(0, -1),
+                         output_shift=-3, act_min=-128, act_max=127)
+    t = add_lut(op, in_zp=5, proj_zp=-3)
+    assert t.dtype == np.int32 and t.size == 512 and widenable(op) == t.nbytes
+    x = np.arange(-128, 128)
+    assert list(t[:256]) == list((x - 5) * (1 << 19)) and list(t[256:]) == list((x + 3) * (1 << 18))
+    for field, value in (("left_shift", 19), ("act_min", -100), ("output_shift", 1)):  # ADDs its kernels do not run
+        assert widenable(SimpleNamespace(**{**vars(op), field: value})) is None
 
 
 def test_limits_and_stream_sizes_match_the_kernels():
