@@ -111,6 +111,8 @@ WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
 # 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
 STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 38
+# Added to the last channel pair's second em1 (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
+STREAM_LAST = 256
 # The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
 # buffer); a test holds the two equal.
 DW_WIDE_MAX_CHANNELS = 192
@@ -142,7 +144,7 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases twice; per
     group of 4 inputs (each row of kh kw in inputs zero-padded to a multiple of 4) the doubled weights as int16 pairs,
     row o's inputs (0, 2) and (1, 3), then row o + 1's; their multipliers, K = (2 out_zp + 1) 2^em1 and
-    em1, em1' (em1 = -shift - 1)."""
+    em1, em1' (em1 = -shift - 1; the last pair's em1' + STREAM_LAST)."""
     w = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64)
     out_c, n = w.shape
     assert out_c >= 2 and short_requant(op)
@@ -151,6 +153,7 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
     em1, k = (x.reshape(pairs, 2) for x in _em1_k(op.shift[:2 * pairs], out_zp))
+    em1[-1, 1] += STREAM_LAST  # the kernel's end (its shifts read only the low byte)
     head = np.tile(2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2), 2)  # the four accumulators' starts
     tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k, em1], axis=1)
     words = np.concatenate([head, groups.astype(np.int64), tail], axis=1)

@@ -334,10 +334,9 @@ static int inplace_legal(const mnv2_block_params_t *p)
 /* The generated widened weights of mnv2_block_params_t (a_ww, b_ww, c_ww), written from the header's description of
  * their layout. A conv stream [out_c][n] (n = a_kernel^2 in_c, zero-padded to a multiple of 4): per output channel
  * pair, 2 bias (both channels, twice); per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row
- * 1's; mult, mult,
- * (2 zp + 1) << em1 of each channel, em1 of each. A 3x3 depthwise [9][c]: per 4 channels, 2 (bias - in_zp *
- * the 9 weights); per tap, the doubled weights of channels (0, 2), (1, 3); 2 bias; mult, (2 zp + 1) << em1, em1 of
- * each. int16 pairs, the low half first. */
+ * 1's; mult, mult, (2 zp + 1) << em1 of each channel, em1 of each (+ 256 on the last pair's second). A 3x3
+ * depthwise [9][c]: per 4 channels, 2 (bias - in_zp * the 9 weights); per tap, the doubled weights of channels
+ * (0, 2), (1, 3); 2 bias; mult, (2 zp + 1) << em1, em1 of each. int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
@@ -370,6 +369,9 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
         }
         *q++ = -shift[o] - 1;
         *q++ = -shift[o + 1] - 1;
+    }
+    if (q > d) {
+        q[-1] += 256; /* the last pair marked */
     }
     return d;
 }

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from codegen.lower import (DW_STREAM_WORDS, DW_WIDE_MAX_CHANNELS, FLASH_RESERVE_BYTES, STREAM_HEAD_WORDS,
-                           STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream, widen_stream,
-                           widenable)
+                           STREAM_LAST, STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream,
+                           widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -38,12 +38,13 @@ def _halves(v) -> tuple[int, int]:
 
 def test_widen_stream_layout():
     # rows o = 0, 1 of 4 inputs: doubled biases; doubled weights (w[o][0], w[o][2]), (w[o][1], w[o][3]) as int16
-    # pairs, low half first; multipliers, (2 zp + 1) << em1 per channel, em1 per channel. A third row has no partner.
+    # pairs, low half first; multipliers, (2 zp + 1) << em1 per channel, em1 per channel (the last pair's second
+    # marked). A third row has no partner.
     op = _conv([[1, 2, 3, 4], [5, -6, 7, -8], [9, 9, 9, 9]], shift=[-1, -4, -2], mult=[1 << 30, 1234567890, 5])
     got = widen_stream(op, np.array([100, -7, 3], dtype=np.int32), out_zp=-3)
     assert list(got[:4]) == [200, -14, 200, -14]
     assert [_halves(v) for v in got[4:8]] == [(2, 6), (4, 8), (10, 14), (-12, -16)]
-    assert list(got[8:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0, 3]
+    assert list(got[8:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0, 3 + STREAM_LAST]  # the last pair marked
     assert widenable(op) == got.nbytes
 
 
@@ -107,6 +108,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert define("MNV2_DW_BASE_MAX") == DW_WIDE_MAX_CHANNELS
     assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS")) == (
         STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
+    assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
 
 
 @pytest.fixture(scope="module")
