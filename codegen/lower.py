@@ -111,7 +111,7 @@ WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
 # 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
 STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 38
-# Added to the last channel pair's second em1 (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
+# Added to the em1 of a stream's last channel (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
 STREAM_LAST = 256
 # The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
 # buffer); a test holds the two equal.
@@ -166,7 +166,7 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
     folded biases (bias - in_zp * the 9 weights: whole windows); per tap the doubled weights of channels (0, 2) and
     (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); then each channel's multiplier,
-    K = (2 out_zp + 1) 2^em1 and em1."""
+    K = (2 out_zp + 1) 2^em1 and em1 (the last channel's + STREAM_LAST)."""
     c = op.weight.shape[-1]
     assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op)
     w = op.weight.reshape(9, c).astype(np.int64)
@@ -176,6 +176,7 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
     em1, k = (x.reshape(groups, 4) for x in _em1_k(op.shift, out_zp))
     mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)
+    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end (their shifts read only the low byte)
     bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
     words = np.concatenate([base, taps, bias2, mke.reshape(groups, 12)], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))

@@ -84,8 +84,9 @@ def test_widen_dw_stream_layout():
             want += [(x[0], x[2]), (x[1], x[3])]
         assert [_halves(v) for v in rec[4:22]] == want
         assert list(rec[22:26]) == [2 * int(op.bias[j]) for j in ch]
-        # shift -(j + 1): em1 = j
-        assert list(rec[26:]) == [v for j in ch for v in (int(op.multiplier[j]), -3 * (1 << j), j)]
+        # shift -(j + 1): em1 = j; the last channel marked
+        em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in ch]
+        assert list(rec[26:]) == [v for j, e in zip(ch, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
 
 
 def test_add_lut_layout():
