@@ -36,7 +36,7 @@ def test_layers_add_up_to_the_total(m7_profile):
     for r in layers:
         assert r["instructions"] > 0, r
         if r["macs"]:
-            assert r["instructions"] >= r["macs"], r  # at least one instruction per MAC
+            assert 2 * r["instructions"] >= r["macs"], r  # the cortex-m7 does at most 2 MACs an instruction (SMLAD)
             assert r["instructions_per_mac"] == pytest.approx(r["instructions"] / r["macs"], abs=1e-3)
     total = prof["total_instructions"]
     assert prof["layer_sum"] == sum(r["instructions"] for r in layers)
