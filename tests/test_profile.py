@@ -62,6 +62,18 @@ def test_profile_cli_json(m7_profile, capsys):
         assert set(r) >= {"name", "kernel", "macs", "instructions", "instructions_per_mac"}
 
 
+def test_profile_speed_flash_option(m7_profile, tmp_path, capsys):
+    """`profile --speed-flash 0` profiles the build without widened weights: bit-exact, more instructions."""
+    _, prof = m7_profile
+    rc = cli.main(["profile", "--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "32",
+                   "-o", str(tmp_path / "p"), "--speed-flash", "0", "--json"])
+    assert rc == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["bit_exact"] is True
+    assert json.loads((tmp_path / "p" / "metadata.json").read_text())["widened_bytes"] == 0
+    assert got["total_instructions"] > prof["total_instructions"]
+
+
 def test_profile_rejects_host():
     for name in ("host", "esp32-s3"):  # checked before anything is generated
         with pytest.raises(UserError, match=f"target {name} has none"):
