@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import requant
+from .errors import UserError
 from .graph import QuantGraph
 from .memory import MemoryPlan
 from .strips import layout as strips_layout
@@ -217,6 +218,18 @@ def widenable(op) -> int | None:
     return None
 
 
+# The int32_t scalar fields of mnv2_block_params_t (the others are int16_t).
+BLOCK_INT32_FIELDS = frozenset({"add_in_mult", "add_proj_mult", "add_out_mult"})
+
+
+def check_block_fields(block: str, params: dict) -> None:
+    """Raises UserError, naming the block and field, when a value does not fit its mnv2_block_params_t field."""
+    for field, value in params.items():
+        if field not in BLOCK_INT32_FIELDS and not -2 ** 15 <= value < 2 ** 15:
+            raise UserError(f"block {block}: {field} = {value} does not fit the int16 field of the streamed "
+                            f"block's parameters (-32768..32767)")
+
+
 def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> tuple:
     """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
     conv), depthwise, projection, residual ADD; the stages named in `wide` also get their weights widened (a_ww,
@@ -250,6 +263,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
                   add_out_mult=add.output_multiplier if add else 0, add_out_shift=add.output_shift if add else 0,
                   add_out_zp=qp[add.output].zero_point if add else 0, add_act_min=add.act_min if add else -128,
                   add_act_max=add.act_max if add else 127, cs_cols=unit.cs_cols)
+    check_block_fields(unit.output, params)
     if add is not None:
         assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
     arrays = ((_arrays(c_name(a.name), a, bias=a_bias) if a else ()) + _arrays(c_name(b.name), b)

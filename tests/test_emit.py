@@ -1,6 +1,7 @@
 """Emission and the main job: reproducible bytes, atomic and safe output directories, builds, one-line errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -12,7 +13,7 @@ from codegen.build import build
 from codegen.emit import render, write_project
 from codegen.errors import UserError
 from codegen.generate import generate
-from codegen.lower import lower
+from codegen.lower import BLOCK_INT32_FIELDS, check_block_fields, lower
 from codegen.memory import plan_layerwise
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -112,3 +113,19 @@ def test_cli_errors(tmp_path, checkpoint_factory):
     p = subprocess.run([sys.executable, "-m", "codegen", "--target", "host", "--weights", ckpt, "--calib-samples",
                         "8", "-o", str(tmp_path / "nocc")], capture_output=True, text=True, env=env)
     assert_one_line_error(p, "'gcc' not found")
+
+
+def test_block_params_int16_fields_match_the_header():
+    """mnv2_block_params_t's scalar int32_t fields are lower.BLOCK_INT32_FIELDS, every other scalar is int16_t, and a
+    value outside int16 is refused in one line naming the block and field."""
+    header = (Path(__file__).resolve().parents[1] / "templates/kernels/mnv2_kernels.h.j2").read_text()
+    body = header[:header.index("} mnv2_block_params_t;")]
+    body = re.sub(r"/\*.*?\*/", "", body[body.rindex("typedef struct {"):], flags=re.S)
+    fields = {}
+    for ctype, names in re.findall(r"^\s*(int16_t|int32_t)\s+([^;*]+);", body, flags=re.M):
+        fields.update({n.strip(): ctype for n in names.split(",")})
+    assert {n for n, t in fields.items() if t == "int32_t"} == BLOCK_INT32_FIELDS
+    assert sum(t == "int16_t" for t in fields.values()) > 30
+    check_block_fields("b1", {"in_w": 32767, "add_out_mult": 2 ** 31 - 1})
+    with pytest.raises(UserError, match="block b1: in_w = 32768 does not fit"):
+        check_block_fields("b1", {"in_w": 32768})

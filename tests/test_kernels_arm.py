@@ -147,6 +147,16 @@ static void rand_act(int32_t *zp, int32_t *lo, int32_t *hi)
     }
 }
 
+/* rand_act for mnv2_block_params_t's int16_t fields */
+static void rand_act16(int16_t *zp, int16_t *lo, int16_t *hi)
+{
+    int32_t z, l, h;
+    rand_act(&z, &l, &h);
+    *zp = (int16_t)z;
+    *lo = (int16_t)l;
+    *hi = (int16_t)h;
+}
+
 static int fail(const char *what, int32_t index)
 {
     static char msg[80];
@@ -497,12 +507,12 @@ static int case_block(int32_t i)
         p.add_in_shift = rint_(-3, 0);
         p.add_proj_shift = rint_(-3, 0);
         p.add_out_shift = rint_(-22, -14);
-        rand_act(&p.add_out_zp, &p.add_act_min, &p.add_act_max);
+        rand_act16(&p.add_out_zp, &p.add_act_min, &p.add_act_max);
     }
     p.in_zp = rint_(-128, 127);
-    rand_act(&p.mid_zp, &p.mid_act_min, &p.mid_act_max);
-    rand_act(&p.dw_zp, &p.dw_act_min, &p.dw_act_max);
-    rand_act(&p.proj_zp, &p.proj_act_min, &p.proj_act_max);
+    rand_act16(&p.mid_zp, &p.mid_act_min, &p.mid_act_max);
+    rand_act16(&p.dw_zp, &p.dw_act_min, &p.dw_act_max);
+    rand_act16(&p.proj_zp, &p.proj_act_min, &p.proj_act_max);
     if (p.a_kernel == 0) {
         p.mid_zp = p.in_zp;
     }
