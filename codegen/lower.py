@@ -114,9 +114,6 @@ WIDENING_KERNELS = ("arm_dsp",)
 STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 38
 # Added to the em1 of a stream's last channel (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
 STREAM_LAST = 256
-# The widest depthwise whose whole windows run on widened weights (arm_dsp.c.j2's MNV2_DW_BASE_MAX: its folded-bias
-# buffer); a test holds the two equal.
-DW_WIDE_MAX_CHANNELS = 192
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
 FLASH_RESERVE_BYTES = 64 * 1024
 
@@ -213,7 +210,7 @@ def widenable(op) -> int | None:
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
         return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
-            and op.weight.shape[-1] <= DW_WIDE_MAX_CHANNELS and short_requant(op)):
+            and short_requant(op)):
         return 4 * DW_STREAM_WORDS * (op.weight.shape[-1] // 4)
     return None
 

@@ -485,7 +485,9 @@ static int case_block(int32_t i)
     if (p.mid_h < 1 || p.mid_w < 1) {
         return 0;
     }
-    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : mnv2_like ? 8 * rint_(1, 7) : rint_(1, 60)) : p.in_c;
+    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : mnv2_like ? 8 * ((rnd() & 7u) ? rint_(1, 7) : rint_(25, 45))
+                                                                 : rint_(1, 60))
+                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) */
     p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
@@ -558,6 +560,7 @@ static int case_block(int32_t i)
     rand_requant((uint32_t)p.mid_c, &bm, &bs);
     for (j = 0; mnv2_like && j < p.mid_c; ++j) {
         bs[j] = (int8_t)rint_(-14, -1);
+        bm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
     }
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
     cb = rand_bias((uint32_t)p.out_c);
