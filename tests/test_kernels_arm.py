@@ -492,6 +492,10 @@ static int case_block(int32_t i)
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
+    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (rnd() & 1u)) { /* MobileNetV2's residual shape */
+        p.b_stride = 1;
+        p.b_pad_top = p.b_pad_left = 1;
+    }
     p.out_h = (p.mid_h + 2 * p.b_pad_top - p.b_kernel) / p.b_stride + 1;
     p.out_w = (p.mid_w + 2 * p.b_pad_left - p.b_kernel) / p.b_stride + 1;
     if (p.out_h < 1 || p.out_w < 1) {
