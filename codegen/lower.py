@@ -36,11 +36,11 @@ class Step:
     macs: int
     summary: str  # human-readable one-liner for comments
     scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
-    call_args: tuple = ()  # the constant arguments of the call ("0" for an absent stage); () = the arrays' symbols
+    call_args: tuple | None = None  # the constant arguments of the call; None: the arrays' symbols
 
     @property
     def args(self) -> tuple:
-        return self.call_args or tuple(a.symbol for a in self.arrays)
+        return tuple(a.symbol for a in self.arrays) if self.call_args is None else self.call_args
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
         assert add.inputs == (src, c.output), "the fused residual adds the block input and the projection"
     arrays = ((_arrays(c_name(a.name), a, bias=a_bias) if a else ()) + _arrays(c_name(b.name), b)
               + _arrays(c_name(c.name), c, bias=c_bias))
-    args = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
+    symbols = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     wide_arrays = []
     for field, op, widen in (("a_ww", a, lambda: widen_stream(a, a_bias, params["mid_zp"])),
                              ("b_ww", b, lambda: widen_dw_stream(b, params["mid_zp"], params["dw_zp"])),
@@ -278,6 +278,9 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
+    # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
+    params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
+    args = ()
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)

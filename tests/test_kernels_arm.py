@@ -42,10 +42,7 @@ void ref_depthwise_s8(const mnv2_dw_params_t *p, const int8_t *in, int8_t *out, 
                       const int32_t *bias, const int32_t *mult, const int8_t *shift);
 void ref_fc_s8(const mnv2_fc_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight, const int32_t *bias);
 void ref_avgpool_s8(const mnv2_avgpool_params_t *p, const int8_t *in, int8_t *out);
-void ref_block_s8(const mnv2_block_params_t *p, const int8_t *in, int8_t *out, int8_t *scratch,
-                  const int8_t *a_w, const int32_t *a_bias, const int32_t *a_mult, const int8_t *a_shift,
-                  const int8_t *b_w, const int32_t *b_bias, const int32_t *b_mult, const int8_t *b_shift,
-                  const int8_t *c_w, const int32_t *c_bias, const int32_t *c_mult, const int8_t *c_shift);
+void ref_block_s8(const mnv2_block_params_t *p, const int8_t *in, int8_t *out, int8_t *scratch);
 
 #define GUARD 16
 static uint32_t rng_state = 0x12345678u;
@@ -593,8 +590,13 @@ static int case_block(int32_t i)
     s2 = take(n_scratch);
     o1 = inplace ? in1 : take(n_out);
     o2 = inplace ? in2 : take(n_out);
-    ref_block_s8(&pl, in1, o1, s1, aw, ab, am, as, bw, bb, bm, bs, cw, cb, cm, cs);
-    mnv2_block_s8(&p, in2, o2, s2, aw, ab, am, as, bw, bb, bm, bs, cw, cb, cm, cs);
+    {
+        const mnv2_stage_w_t stage[3] = {{aw, ab, am, as}, {bw, bb, bm, bs}, {cw, cb, cm, cs}};
+        memcpy(p.stage, stage, sizeof stage);
+        memcpy(pl.stage, stage, sizeof stage);
+    }
+    ref_block_s8(&pl, in1, o1, s1);
+    mnv2_block_s8(&p, in2, o2, s2);
     if (!guard_ok(s1, n_ref_scratch) || !guard_ok(s2, n_scratch)) {
         return fail("block scratch guard", i);
     }
