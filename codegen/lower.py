@@ -32,7 +32,7 @@ class Step:
     params: tuple  # tuple[tuple[str, int], ...]
     inputs: tuple  # tensor names read
     output: str  # tensor name written
-    arrays: tuple  # tuple[ConstArray, ...] in call order
+    arrays: tuple  # tuple[ConstArray, ...]: the call arguments (unless call_args) or the params' pointers
     macs: int
     summary: str  # human-readable one-liner for comments
     scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
@@ -230,7 +230,8 @@ def check_block_fields(block: str, params: dict) -> None:
 def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> tuple:
     """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
     conv), depthwise, projection, residual ADD; the stages named in `wide` also get their weights widened (a_ww,
-    b_ww, c_ww). Returns (params dict, arrays, call args, MACs, stage phrases)."""
+    b_ww, c_ww), and the weights and constants go in its params' stage[] (no call arguments). Returns (params dict,
+    arrays, MACs, stage phrases)."""
     qp, shapes = graph.qparams, graph.shapes
     a = ops[unit.a] if unit.a else None
     b, c = ops[unit.b], ops[unit.c]
@@ -280,7 +281,6 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     arrays += tuple(wide_arrays)
     # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
     params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
-    args = ()
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)
@@ -288,7 +288,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}", f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return params, arrays, args, macs, stages
+    return params, arrays, macs, stages
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -296,11 +296,11 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, args, macs, stages = _block_parts(graph, unit, ops, wide)
+    params, arrays, macs, stages = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=args)
+                macs, summary, scratch=unit.scratch, call_args=())
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -318,7 +318,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
     mid = unit.parts[0].output
     summary = (f"chained blocks {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}, "
                f"{mid} ({_shape_text(graph, mid)}) only as a ring of {unit.ring_rows} rows: "
-               + ", ".join(first[4]) + "; then " + ", ".join(second[4]))
+               + ", ".join(first[3]) + "; then " + ", ".join(second[3]))
     kernel = "chain"
     if unit.strips:  # the chain's parameters nested, then the strips' layout
         kernel = "strips"
@@ -327,7 +327,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
         params = (("chain", c_initializer(chain)),) + tuple(strips_layout(graph, unit).c_params().items())
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
-                first[3] + second[3], summary, scratch=unit.scratch, call_args=first[2] + second[2])
+                first[2] + second[2], summary, scratch=unit.scratch, call_args=())
 
 
 def _op_step(graph: QuantGraph, op) -> Step:
