@@ -114,6 +114,10 @@ WIDENING_KERNELS = ("arm_dsp",)
 STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 38
 # Added to the em1 of a stream's last channel (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
 STREAM_LAST = 256
+# A 1x1 stage A of this many inputs (an even number of channels) gets the one-pixel stream (widen_one_stream,
+# arm_dsp.c.j2's MNV2_ONE_INPUTS: one LDM of weights and constants per output channel); a test holds the two equal.
+ONE_STREAM_INPUTS = 8
+ONE_STREAM_WORDS = 8  # per output channel
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
 FLASH_RESERVE_BYTES = 64 * 1024
 
@@ -159,6 +163,27 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
+def one_stream_applies(op) -> bool:
+    """Whether a stage A conv takes the one-pixel stream instead of the pair stream."""
+    return (op.kind == "conv" and op.weight.shape[1:3] == (1, 1) and op.weight.shape[-1] == ONE_STREAM_INPUTS
+            and op.weight.shape[0] % 2 == 0 and short_requant(op))
+
+
+def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
+    """A 1x1 stage A's one-pixel stream (mnv2_block_params_t's a_ww with a_one, as arm_dsp.c.j2's mnv2_dsp_one_run
+    reads it): per output channel its doubled bias, the doubled weights of inputs (0, 2), (1, 3), (4, 6), (5, 7) as
+    int16 pairs, its multiplier, K = (2 out_zp + 1) 2^em1 and em1 (the last channel's + STREAM_LAST)."""
+    assert one_stream_applies(op)
+    w = 2 * op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64)
+    pairs = _int16_pairs(w[:, [0, 1, 4, 5]], w[:, [2, 3, 6, 7]]).astype(np.int64)
+    em1, k = _em1_k(op.shift, out_zp)
+    em1[-1] += STREAM_LAST
+    words = np.concatenate([2 * bias.astype(np.int64)[:, None], pairs, op.multiplier.astype(np.int64)[:, None],
+                            k[:, None], em1[:, None]], axis=1)
+    assert words.shape[1] == ONE_STREAM_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
+    return words.astype(np.int32).reshape(-1)
+
+
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
@@ -198,9 +223,11 @@ def add_lut(op, in_zp: int, proj_zp: int) -> np.ndarray:
     return words.astype(np.int32)
 
 
-def widenable(op) -> int | None:
+def widenable(op, stage_a: bool = False) -> int | None:
     """The extra flash bytes when the DSP kernels can read this block stage's weights widened (or, for a residual
-    ADD, its lookup table), else None."""
+    ADD, its lookup table), else None. stage_a: the op is the block's stage A (which may take the one-pixel stream)."""
+    if stage_a and one_stream_applies(op):
+        return 4 * ONE_STREAM_WORDS * op.weight.shape[0]
     if op.kind == "add":  # the ADDs arm_dsp.c.j2's mnv2_dsp_add_ok lets its kernels run
         shifts = (*op.input_shifts, op.output_shift)
         ok = op.left_shift == 20 and op.act_min == -128 and op.act_max == 127 and all(-32 < s <= 0 for s in shifts)
@@ -268,14 +295,17 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
               + _arrays(c_name(c.name), c, bias=c_bias))
     symbols = (() if a else ("0",) * 4) + tuple(x.symbol for x in arrays)
     wide_arrays = []
-    for field, op, widen in (("a_ww", a, lambda: widen_stream(a, a_bias, params["mid_zp"])),
+    one = a is not None and a.name in wide and one_stream_applies(a)
+    params["a_one"] = 1 if one else 0
+    for field, op, widen in (("a_ww", a, lambda: (widen_one_stream if one else widen_stream)(a, a_bias,
+                                                                                            params["mid_zp"])),
                              ("b_ww", b, lambda: widen_dw_stream(b, params["mid_zp"], params["dw_zp"])),
                              ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"])),
                              ("add_lut", add, lambda: add_lut(add, params["in_zp"], params["proj_zp"]))):
         params[field] = 0
         if op is not None and op.name in wide:
             values = widen()
-            assert values.nbytes == widenable(op)
+            assert values.nbytes == widenable(op, stage_a=field == "a_ww")
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
@@ -390,7 +420,7 @@ def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozense
         for part in _block_units(unit):
             for name in (part.a, part.b, part.c, part.add):
                 op = ops.get(name) if name else None
-                extra = widenable(op) if op is not None else None
+                extra = widenable(op, stage_a=name == part.a) if op is not None else None
                 if extra is not None:
                     h, wd, _ = graph.shapes[op.output]
                     cands.append((-h * wd, op.kind != "depthwise", name, extra))

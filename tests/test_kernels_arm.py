@@ -383,6 +383,27 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
     }
     return d;
 }
+/* The one-pixel stream of a 1x1 stage A of 8 inputs (a_one): per output channel, 2 bias; the doubled weights of
+ * inputs (0, 2), (1, 3), (4, 6), (5, 7); mult, (2 zp + 1) << em1, em1 (+ 256 on the last channel). */
+static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bias, const int32_t *mult,
+                               const int8_t *shift, int32_t zp)
+{
+    int32_t *d = take(4u * (uint32_t)(out_c * 8)), *q = d;
+    int32_t o;
+    for (o = 0; o < out_c; ++o) {
+        const int8_t *r = w + o * 8;
+        *q++ = bias ? 2 * bias[o] : 0;
+        *q++ = pack16(2 * r[0], 2 * r[2]);
+        *q++ = pack16(2 * r[1], 2 * r[3]);
+        *q++ = pack16(2 * r[4], 2 * r[6]);
+        *q++ = pack16(2 * r[5], 2 * r[7]);
+        *q++ = mult[o];
+        *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o] - 1) & 31u));
+        *q++ = -shift[o] - 1;
+    }
+    q[-1] += 256; /* the last channel marked */
+    return d;
+}
 static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
                               const int8_t *shift, int32_t in_zp, int32_t zp)
 {
@@ -460,7 +481,7 @@ static int case_block(int32_t i)
     mnv2_like = (rnd() & 1u);
     if (mnv2_like && p.a_kernel != 3) {
         p.in_w = rint_(4, 24);
-        p.in_c = p.a_kernel ? p.in_c : 8 * rint_(1, 5);
+        p.in_c = p.a_kernel ? ((rnd() & 1u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
     }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
     if (stem) {
@@ -569,7 +590,10 @@ static int case_block(int32_t i)
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
     }
-    if (a_wide) {
+    if (a_wide && p.a_kernel == 1 && p.in_c == 8 && p.mid_c % 2 == 0 && (rnd() & 1u)) {
+        p.a_ww = wide_one(aw, p.mid_c, ab, am, as, p.mid_zp);
+        p.a_one = 1;
+    } else if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
     if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (rnd() & 1u)) {

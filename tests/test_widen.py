@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_STREAM_WORDS, FLASH_RESERVE_BYTES, STREAM_HEAD_WORDS,
+from codegen.lower import (DW_STREAM_WORDS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, STREAM_HEAD_WORDS,
                            STREAM_LAST, STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream,
-                           widen_stream, widenable)
+                           widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -46,6 +46,23 @@ def test_widen_stream_layout():
     assert [_halves(v) for v in got[4:8]] == [(2, 6), (4, 8), (10, 14), (-12, -16)]
     assert list(got[8:]) == [1 << 30, 1234567890, -5 * 1, -5 * 8, 0, 3 + STREAM_LAST]  # the last pair marked
     assert widenable(op) == got.nbytes
+
+
+def test_widen_one_stream_layout():
+    # a 1x1 stage A of 8 inputs, 2 channels: per channel the doubled bias, the doubled weights of inputs (0, 2),
+    # (1, 3), (4, 6), (5, 7) as int16 pairs, multiplier, (2 zp + 1) << em1, em1 (the last channel's marked)
+    w = [[1, 2, 3, 4, 5, 6, 7, 8], [-1, -2, -3, -4, -5, -6, -7, -8]]
+    op = _conv(w, shift=[-1, -3], mult=[1 << 30, 77])
+    got = widen_one_stream(op, np.array([10, -20], dtype=np.int32), out_zp=2)
+    assert got.size == 16
+    assert got[0] == 20 and [_halves(v) for v in got[1:5]] == [(2, 6), (4, 8), (10, 14), (12, 16)]
+    assert list(got[5:8]) == [1 << 30, 5 * 1, 0]
+    assert got[8] == -40 and [_halves(v) for v in got[9:13]] == [(-2, -6), (-4, -8), (-10, -14), (-12, -16)]
+    assert list(got[13:]) == [77, 5 * 4, 2 + STREAM_LAST]
+    assert widenable(op, stage_a=True) == got.nbytes  # a projection of 8 inputs keeps the pair stream
+    assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), 0).nbytes
+    with pytest.raises(AssertionError):  # an odd number of channels: the pair stream
+        widen_one_stream(_conv(w[:1], shift=[-1]), np.zeros(1, dtype=np.int32), 0)
 
 
 def test_widen_stream_pads_rows_and_orders_groups_before_rows():
@@ -109,6 +126,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS")) == (
         STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
     assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
+    assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
 
 
 @pytest.fixture(scope="module")
@@ -124,9 +142,10 @@ def _stages(g, p):
     for unit in p.units:
         for part in (unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ()):
             for name in (part.a, part.b, part.c, part.add):
-                if name and widenable(ops[name]):
+                extra = widenable(ops[name], stage_a=name == part.a) if name else None
+                if extra:
                     h, w, _ = g.shapes[ops[name].output]
-                    out.append((h * w, name, widenable(ops[name])))
+                    out.append((h * w, name, extra))
     return out
 
 
