@@ -55,6 +55,22 @@ def save_checkpoint(model: MobileNetV2, info: ModelInfo, path: str | Path, half:
             os.unlink(tmp)
 
 
+def _load_failure(e: Exception) -> str:
+    """What torch.load(weights_only=True) refused, in one line. Its refusals ("Weights only load failed...") wrap
+    the unpickler's reason in advice to load with weights_only=False, which an untrusted file must never get."""
+    text = str(e)
+    if text.startswith("Weights only load failed"):
+        _, marker, reason = text.partition("WeightsUnpickler error:")
+        reason = " ".join((reason if marker else text.partition("\n")[2]).split())
+        reason = reason.split(" Check the documentation")[0].split(" Please use ")[0]
+        if "GLOBAL" in reason:  # a pickled reference to a function or class: code would run on load
+            return (f"refused: it holds Python objects other than tensors and containers ({reason[:120]}); only a "
+                    f"state_dict or an mnv2-codegen checkpoint is loaded (torch.load with weights_only=True)")
+        text = reason
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return f"cannot be read as a PyTorch checkpoint (corrupt or truncated?): {first[:160]}"
+
+
 def _read(path: Path) -> dict:
     if not path.exists():
         raise UserError(f"checkpoint {path}: no such file")
@@ -64,9 +80,7 @@ def _read(path: Path) -> dict:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError,
             AttributeError, TypeError, IndexError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"checkpoint {path}: cannot be read as a PyTorch checkpoint (corrupt or truncated?): "
-                        f"{first[:160]}") from None
+        raise UserError(f"checkpoint {path}: {_load_failure(e)}") from None
     if not isinstance(blob, dict):
         raise UserError(f"checkpoint {path}: holds a {type(blob).__name__}, not a state_dict")
     return blob

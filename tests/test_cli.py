@@ -33,8 +33,30 @@ def good_ckpt(checkpoint_factory):
 def test_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "junk.pt"
     bad.write_bytes(b"this is not a checkpoint at all" * 10)
-    assert_one_line_error(run("quantize", "--weights", str(bad), "-o", str(tmp_path / "m.tflite")), str(bad))
+    p = run("quantize", "--weights", str(bad), "-o", str(tmp_path / "m.tflite"))
+    assert_one_line_error(p, str(bad), "corrupt")
+    assert "weights_only" not in p.stderr  # torch's advice to load it unsafely is not passed on
     assert not (tmp_path / "m.tflite").exists()
+
+
+class _MakesDirectory:
+    """Unpickling this calls os.mkdir(path): what a hostile checkpoint would do, harmlessly."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (self.path,)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"state_dict": {}, "payload": _MakesDirectory(str(marker))}, hostile)
+    p = run("verify", "--weights", str(hostile), "--samples", "1")
+    assert_one_line_error(p, str(hostile), "refused", "weights_only=True")
+    assert "weights_only=False" not in p.stderr  # no advice to load an untrusted file unsafely
+    assert not marker.exists()
 
 
 def test_truncated_checkpoint(tmp_path, good_ckpt):
