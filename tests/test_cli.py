@@ -30,9 +30,11 @@ def good_ckpt(checkpoint_factory):
     return checkpoint_factory(0.35)
 
 
-def test_corrupt_checkpoint(tmp_path):
+@pytest.mark.parametrize("junk", [b"this is not a checkpoint at all" * 10, b"garbage\n" * 10],
+                         ids=["empty-stack", "weights-only-refusal"])
+def test_corrupt_checkpoint(tmp_path, junk):
     bad = tmp_path / "junk.pt"
-    bad.write_bytes(b"this is not a checkpoint at all" * 10)
+    bad.write_bytes(junk)  # the second fails inside torch's weights-only unpickler, whose message advises unsafe loading
     p = run("quantize", "--weights", str(bad), "-o", str(tmp_path / "m.tflite"))
     assert_one_line_error(p, str(bad), "corrupt")
     assert "weights_only" not in p.stderr  # torch's advice to load it unsafely is not passed on
