@@ -135,6 +135,13 @@ def short_requant(op) -> bool:
             and bool(np.all((op.shift >= -22) & (op.shift <= -1))))
 
 
+def relu_floor(op) -> bool:
+    """Whether op's output zero point is -128 (arm_dsp.c.j2's MNV2_RQ_ZP_FLOOR, which the depthwise and one-pixel
+    stream kernels require and check): a fused ReLU clamps at quantize(0) = the zero point, so act_min == -128 means
+    the zero point is -128."""
+    return op.activation != "none" and op.act_min == -128
+
+
 def _em1_k(shift: np.ndarray, out_zp: int) -> tuple[np.ndarray, np.ndarray]:
     """Per channel em1 = -shift - 1 and the rounding constant K = (2 out_zp + 1) 2^em1 of the short requantization."""
     em1 = -shift.astype(np.int64) - 1
@@ -166,7 +173,7 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
 def one_stream_applies(op) -> bool:
     """Whether a stage A conv takes the one-pixel stream instead of the pair stream."""
     return (op.kind == "conv" and op.weight.shape[1:3] == (1, 1) and op.weight.shape[-1] == ONE_STREAM_INPUTS
-            and op.weight.shape[0] % 2 == 0 and short_requant(op))
+            and op.weight.shape[0] % 2 == 0 and short_requant(op) and relu_floor(op))
 
 
 def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
@@ -191,7 +198,7 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); then each channel's multiplier,
     K = (2 out_zp + 1) 2^em1 and em1 (the last channel's + STREAM_LAST)."""
     c = op.weight.shape[-1]
-    assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op)
+    assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op) and relu_floor(op)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
     base = 2 * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
@@ -237,7 +244,7 @@ def widenable(op, stage_a: bool = False) -> int | None:
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
         return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
     if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
-            and short_requant(op)):
+            and short_requant(op) and relu_floor(op)):
         return 4 * DW_STREAM_WORDS * (op.weight.shape[-1] // 4)
     return None
 

@@ -142,6 +142,9 @@ static void rand_act(int32_t *zp, int32_t *lo, int32_t *hi)
     if (rnd() & 1u) {
         *lo = -128;
         *hi = 127;
+        if (rnd() & 1u) {
+            *zp = -128; /* a ReLU output over the whole range: the depthwise and one-pixel streams' case */
+        }
     } else {
         *lo = rint_(-128, 0);
         *hi = rint_(*lo, 127);
@@ -472,7 +475,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, a_wide;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, a_wide, one, probe;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -485,7 +488,7 @@ static int case_block(int32_t i)
     mnv2_like = (rnd() & 1u);
     if (mnv2_like && p.a_kernel != 3) {
         p.in_w = rint_(4, 24);
-        p.in_c = p.a_kernel ? ((rnd() & 1u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
+        p.in_c = p.a_kernel ? ((rnd() & 3u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
     }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
     if (stem) {
@@ -546,9 +549,13 @@ static int case_block(int32_t i)
     }
     /* stage A on a generated widened stream (half the time when it has one), with constants it can take */
     a_wide = !wide && p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u);
+    one = a_wide && p.a_kernel == 1 && p.in_c == 8 && p.mid_c % 2 == 0 && (rnd() & 3u); /* the one-pixel stream */
     if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
+        if (rnd() & 1u) {
+            p.mid_zp = -128; /* a ReLU6 expansion's, as mnv2_dsp_one_run needs (else its callers' fallback) */
+        }
     }
     if (mnv2_like) { /* and a MobileNetV2-like projection and residual ADD (no activation): the short paths */
         p.dw_act_min = -128;
@@ -565,6 +572,18 @@ static int case_block(int32_t i)
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
     p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride : 0;
+    /* a probe (a quarter of the blocks with stage A and no residual ADD, three quarters of those on the one-pixel
+     * stream): the depthwise and the projection pass stage
+     * A's outputs through unchanged (one tap of weight 1, a projection picking one channel each, both requantized
+     * by exactly 1 with matched zero points over the whole int8 range), so that an error of 1 in a stage A kernel
+     * reaches the block's output instead of vanishing in the rounding of the stages after it */
+    probe = p.a_kernel > 0 && !p.residual && (one ? (rnd() & 3u) != 0 : (rnd() & 3u) == 0);
+    if (probe) {
+        p.dw_zp = p.mid_zp;
+        p.proj_zp = p.c_zp;
+        p.dw_act_min = p.proj_act_min = -128;
+        p.dw_act_max = p.proj_act_max = 127;
+    }
     pl = p;
     pl.cs_cols = 0;
     n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
@@ -594,7 +613,27 @@ static int case_block(int32_t i)
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
     }
-    if (a_wide && p.a_kernel == 1 && p.in_c == 8 && p.mid_c % 2 == 0 && (rnd() & 1u)) {
+    if (probe) { /* the pass-through weights (see above); the picked channels spread over the mid channels */
+        memset(bw, 0, (size_t)(p.b_kernel * p.b_kernel * p.mid_c));
+        memset(cw, 0, (size_t)(p.out_c * p.mid_c));
+        for (j = 0; j < p.mid_c; ++j) {
+            bw[(p.b_pad_top * p.b_kernel + p.b_pad_left) * p.mid_c + j] = 1;
+            if (bb) { /* (rand_bias gives none an eighth of the time) */
+                bb[j] = 0;
+            }
+            bm[j] = 0x40000000;
+            bs[j] = 1;
+        }
+        for (j = 0; j < p.out_c; ++j) {
+            cw[j * p.mid_c + j * p.mid_c / p.out_c] = 1;
+            if (cb) {
+                cb[j] = 0;
+            }
+            cm[j] = 0x40000000;
+            cs[j] = 1;
+        }
+    }
+    if (one) {
         p.a_ww = wide_one(aw, p.mid_c, ab, am, as, p.mid_zp);
         p.a_one = 1;
     } else if (a_wide) {

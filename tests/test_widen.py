@@ -21,13 +21,13 @@ from test_cli import run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _conv(weight, shift, mult=None):
+def _conv(weight, shift, mult=None, activation="none"):
     """A conv op as the quantizer makes it (only what the stream reads)."""
     w = np.asarray(weight, dtype=np.int8)
     w = w.reshape(w.shape[0], 1, 1, -1) if w.ndim == 2 else w
     mult = np.full(w.shape[0], 1 << 30, dtype=np.int32) if mult is None else np.asarray(mult, dtype=np.int32)
     return SimpleNamespace(kind="conv", weight=w, multiplier=mult, shift=np.asarray(shift, dtype=np.int32),
-                           act_min=-128, act_max=127)
+                           activation=activation, act_min=-128, act_max=127)
 
 
 def _halves(v) -> tuple[int, int]:
@@ -52,7 +52,7 @@ def test_widen_one_stream_layout():
     # a 1x1 stage A of 8 inputs, 2 channels: per channel the doubled bias, the doubled weights of inputs (0, 2),
     # (1, 3), (4, 6), (5, 7) as int16 pairs, multiplier, (2 zp + 1) << em1, em1 (the last channel's marked)
     w = [[1, 2, 3, 4, 5, 6, 7, 8], [-1, -2, -3, -4, -5, -6, -7, -8]]
-    op = _conv(w, shift=[-1, -3], mult=[1 << 30, 77])
+    op = _conv(w, shift=[-1, -3], mult=[1 << 30, 77], activation="relu6")
     got = widen_one_stream(op, np.array([10, -20], dtype=np.int32), out_zp=2)
     assert got.size == 16
     assert got[0] == 20 and [_halves(v) for v in got[1:5]] == [(2, 6), (4, 8), (10, 14), (12, 16)]
@@ -62,7 +62,9 @@ def test_widen_one_stream_layout():
     assert widenable(op, stage_a=True) == got.nbytes  # a projection of 8 inputs keeps the pair stream
     assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), 0).nbytes
     with pytest.raises(AssertionError):  # an odd number of channels: the pair stream
-        widen_one_stream(_conv(w[:1], shift=[-1]), np.zeros(1, dtype=np.int32), 0)
+        widen_one_stream(_conv(w[:1], shift=[-1], activation="relu6"), np.zeros(1, dtype=np.int32), 0)
+    # no ReLU: the output zero point may be anything but MNV2_RQ_ZP_FLOOR, which mnv2_dsp_one_run needs
+    assert widenable(_conv(w, shift=[-1, -3]), stage_a=True) == widenable(op)
 
 
 def test_widen_stream_pads_rows_and_orders_groups_before_rows():
@@ -87,7 +89,7 @@ def test_widen_dw_stream_layout():
     w = (np.arange(9 * c) % 100 - 50).astype(np.int8).reshape(3, 3, c)
     op = SimpleNamespace(kind="depthwise", weight=w, bias=np.arange(c, dtype=np.int32) * 1000 - 3000,
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
-                         shift=-np.arange(1, c + 1, dtype=np.int32), act_min=-128, act_max=127)
+                         shift=-np.arange(1, c + 1, dtype=np.int32), activation="relu6", act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
     assert got.size == 38 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
@@ -104,6 +106,7 @@ def test_widen_dw_stream_layout():
         # shift -(j + 1): em1 = j; the last channel marked
         em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in ch]
         assert list(rec[26:]) == [v for j, e in zip(ch, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
+    assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
 
 
 def test_add_lut_layout():
@@ -127,6 +130,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
         STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
     assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
     assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
+    assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
 
 @pytest.fixture(scope="module")
