@@ -548,8 +548,10 @@ static int case_block(int32_t i)
         p.mid_zp = p.in_zp;
     }
     /* stage A on a generated widened stream (half the time when it has one), with constants it can take */
-    a_wide = !wide && p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 && (rnd() & 1u);
-    one = a_wide && p.a_kernel == 1 && p.in_c == 8 && p.mid_c % 2 == 0 && (rnd() & 3u); /* the one-pixel stream */
+    one = p.a_kernel == 1 && p.in_c == 8; /* the one-pixel stream's shape: mostly on it */
+    a_wide = !wide && p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 &&
+             (one ? (rnd() & 3u) != 0 : (rnd() & 1u));
+    one = one && a_wide && p.mid_c % 2 == 0 && (rnd() & 7u) != 0;
     if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
@@ -572,17 +574,24 @@ static int case_block(int32_t i)
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
     p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride : 0;
-    /* a probe (a quarter of the blocks with stage A and no residual ADD, three quarters of those on the one-pixel
-     * stream): the depthwise and the projection pass stage
-     * A's outputs through unchanged (one tap of weight 1, a projection picking one channel each, both requantized
-     * by exactly 1 with matched zero points over the whole int8 range), so that an error of 1 in a stage A kernel
-     * reaches the block's output instead of vanishing in the rounding of the stages after it */
-    probe = p.a_kernel > 0 && !p.residual && (one ? (rnd() & 3u) != 0 : (rnd() & 3u) == 0);
+    /* probes, so that an error of 1 in a kernel reaches the block's output instead of vanishing in the rounding of
+     * the stages after it (blocks without a residual ADD): the projection picks one mid channel for each output, over
+     * the whole int8 range, and requantizes it by exactly 1, zero points matched (probe 2, an eighth of the blocks),
+     * or by 2^30 2^-1 on the short requantization (probe 3, an eighth: half its results are rounding ties); with
+     * stage A (three quarters of the blocks on the one-pixel stream, a quarter of the others) the depthwise passes
+     * stage A's outputs through the same way before probe 2's projection (probe 1) */
+    probe = p.residual ? 0
+            : p.a_kernel > 0 && (one ? (rnd() & 3u) != 0 : (rnd() & 3u) == 0) ? 1
+            : (rnd() & 3u) == 0 ? 2 + (int32_t)(rnd() & 1u) : 0;
     if (probe) {
+        p.proj_zp = probe < 3 ? p.c_zp : p.proj_zp;
+        p.proj_act_min = -128;
+        p.proj_act_max = 127;
+    }
+    if (probe == 1) {
         p.dw_zp = p.mid_zp;
-        p.proj_zp = p.c_zp;
-        p.dw_act_min = p.proj_act_min = -128;
-        p.dw_act_max = p.proj_act_max = 127;
+        p.dw_act_min = -128;
+        p.dw_act_max = 127;
     }
     pl = p;
     pl.cs_cols = 0;
@@ -597,6 +606,7 @@ static int case_block(int32_t i)
         if ((stem && (rnd() & 1u)) || a_wide) {
             for (j = 0; j < p.mid_c; ++j) {
                 as[j] = (int8_t)rint_(-14, -1); /* right shifts only, as the Helium stem's fast path needs */
+                am[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
             }
         }
     }
@@ -614,8 +624,18 @@ static int case_block(int32_t i)
         cs[j] = (int8_t)rint_(-14, -1);
     }
     if (probe) { /* the pass-through weights (see above); the picked channels spread over the mid channels */
-        memset(bw, 0, (size_t)(p.b_kernel * p.b_kernel * p.mid_c));
         memset(cw, 0, (size_t)(p.out_c * p.mid_c));
+        for (j = 0; j < p.out_c; ++j) {
+            cw[j * p.mid_c + j * p.mid_c / p.out_c] = 1;
+            if (cb) {
+                cb[j] = 0;
+            }
+            cm[j] = 0x40000000;
+            cs[j] = probe < 3 ? 1 : -1;
+        }
+    }
+    if (probe == 1) {
+        memset(bw, 0, (size_t)(p.b_kernel * p.b_kernel * p.mid_c));
         for (j = 0; j < p.mid_c; ++j) {
             bw[(p.b_pad_top * p.b_kernel + p.b_pad_left) * p.mid_c + j] = 1;
             if (bb) { /* (rand_bias gives none an eighth of the time) */
@@ -623,14 +643,6 @@ static int case_block(int32_t i)
             }
             bm[j] = 0x40000000;
             bs[j] = 1;
-        }
-        for (j = 0; j < p.out_c; ++j) {
-            cw[j * p.mid_c + j * p.mid_c / p.out_c] = 1;
-            if (cb) {
-                cb[j] = 0;
-            }
-            cm[j] = 0x40000000;
-            cs[j] = 1;
         }
     }
     if (one) {
