@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 from codegen import generate as gen_mod  # noqa: E402
 from codegen.checkpoint import bundled_checkpoints  # noqa: E402
 from codegen.generate import generate  # noqa: E402
+from codegen.lower import relu_floor  # noqa: E402
 from codegen.profile import profile  # noqa: E402
 from codegen.pipeline import CalibOptions, compile_front  # noqa: E402
 from codegen.reference import run_int8  # noqa: E402
@@ -74,10 +75,13 @@ def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
     qg = compiled.quant_graph
     dw_macs = sum(int(np.prod(qg.shapes[op.output])) * op.weight.shape[0] * op.weight.shape[1]
                   for op in qg.ops if op.kind == "depthwise")
-    outputs = sum(int(np.prod(qg.shapes[op.output])) for op in qg.ops if op.kind in ("conv", "depthwise", "dense"))
+    requantized = [op for op in qg.ops if op.kind in ("conv", "depthwise", "dense")]
+    outputs = sum(int(np.prod(qg.shapes[op.output])) for op in requantized)
+    floor_outputs = sum(int(np.prod(qg.shapes[op.output])) for op in requantized
+                        if op.kind != "dense" and relu_floor(op))
     layers = [{k: layer[k] for k in ("name", "kernel", "macs", "instructions")} for layer in prof["layers"]]
     return {"kernels": kernels, "instructions": insns, "macs": macs, "instructions_per_mac": insns / macs,
-            "depthwise_macs": dw_macs, "requantized_outputs": outputs,
+            "depthwise_macs": dw_macs, "requantized_outputs": outputs, "relu_floor_outputs": floor_outputs,
             "layers": layers, "overhead_instructions": prof["overhead"]["instructions"],
             "bit_exact": bool(np.array_equal(prof["outputs"], want)), "qemu_seconds": round(seconds, 2),
             **flash_split(g.elf, variant.size)}
@@ -140,7 +144,8 @@ def main() -> int:
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
     print("Per inference: " + ", ".join(sorted({
         f"{r['model']}: {r['selected']['macs']:,} MACs ({r['selected']['depthwise_macs']:,} depthwise), "
-        f"{r['selected']['requantized_outputs']:,} requantized outputs" for r in rows})))
+        f"{r['selected']['requantized_outputs']:,} requantized outputs "
+        f"({r['selected']['relu_floor_outputs']:,} of them ReLU outputs at zero point -128)" for r in rows})))
     if not args.no_layers:
         for r in rows:
             print_layers(r)
