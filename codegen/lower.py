@@ -235,9 +235,10 @@ def widenable(op, stage_a: bool = False) -> int | None:
     ADD, its lookup table), else None. stage_a: the op is the block's stage A (which may take the one-pixel stream)."""
     if stage_a and one_stream_applies(op):
         return 4 * ONE_STREAM_WORDS * op.weight.shape[0]
-    if op.kind == "add":  # the ADDs arm_dsp.c.j2's mnv2_dsp_add_ok lets its kernels run
+    if op.kind == "add":  # the ADDs arm_dsp.c.j2's mnv2_dsp_add runs on the table (mnv2_dsp_add_ok, its output shift)
         shifts = (*op.input_shifts, op.output_shift)
-        ok = op.left_shift == 20 and op.act_min == -128 and op.act_max == 127 and all(-32 < s <= 0 for s in shifts)
+        ok = (op.left_shift == 20 and op.act_min == -128 and op.act_max == 127 and all(-32 < s <= 0 for s in shifts)
+              and -22 <= op.output_shift <= -1)
         return 4 * ADD_LUT_WORDS if ok else None
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):

@@ -117,7 +117,8 @@ def test_add_lut_layout():
     assert t.dtype == np.int32 and t.size == 512 and widenable(op) == t.nbytes
     x = np.arange(-128, 128)
     assert list(t[:256]) == list((x - 5) * (1 << 19)) and list(t[256:]) == list((x + 3) * (1 << 18))
-    for field, value in (("left_shift", 19), ("act_min", -100), ("output_shift", 1)):  # ADDs its kernels do not run
+    for field, value in (("left_shift", 19), ("act_min", -100), ("output_shift", 1), ("output_shift", 0),
+                         ("output_shift", -23)):  # ADDs its table kernel does not run
         assert widenable(SimpleNamespace(**{**vars(op), field: value})) is None
 
 
