@@ -128,11 +128,17 @@ def _int16_pairs(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return words.astype(np.uint32).view(np.int32)
 
 
+def short_shift(shift) -> bool:
+    """Whether every shift (int or array) fits the DSP kernels' short requantization (arm_dsp.c.j2's mnv2_rq_fast):
+    in [-22, -1]."""
+    return bool(np.all((np.asarray(shift) >= -22) & (np.asarray(shift) <= -1)))
+
+
 def short_requant(op) -> bool:
-    """Whether the DSP kernels' short requantization (arm_dsp.c.j2's mnv2_rq_fast: a shift in [-22, -1], the whole
-    int8 output range) can hold this op's constants; they also check the accumulator bound at run time."""
+    """Whether the DSP kernels' short requantization (arm_dsp.c.j2's mnv2_rq_fast: short_shift, the whole int8 output
+    range) can hold this op's constants; they also check the accumulator bound at run time."""
     return (op.act_min == -128 and op.act_max == 127 and bool(np.all(op.multiplier >= 0))
-            and bool(np.all((op.shift >= -22) & (op.shift <= -1))))
+            and short_shift(op.shift))
 
 
 def relu_floor(op) -> bool:
@@ -238,7 +244,7 @@ def widenable(op, stage_a: bool = False) -> int | None:
     if op.kind == "add":  # the ADDs arm_dsp.c.j2's mnv2_dsp_add runs on the table (mnv2_dsp_add_ok, its output shift)
         shifts = (*op.input_shifts, op.output_shift)
         ok = (op.left_shift == 20 and op.act_min == -128 and op.act_max == 127 and all(-32 < s <= 0 for s in shifts)
-              and -22 <= op.output_shift <= -1)
+              and short_shift(op.output_shift))
         return 4 * ADD_LUT_WORDS if ok else None
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
