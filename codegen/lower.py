@@ -111,7 +111,10 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
 WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
 # 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
-STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 38
+STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 54
+# The tap pairs (t, u) (taps ky * 3 + kx) of a depthwise stream, in its order (arm_dsp.c.j2's MNV2_DW_TAP_PAIRS, the
+# order of mnv2_dsp_dw3_run_s's loads); a test holds the two equal.
+DW_TAP_PAIRS = ((1, 2), (4, 5), (7, 8), (3, 6))
 # Added to the em1 of a stream's last channel (arm_dsp.c.j2's MNV2_STREAM_LAST); a test holds the two equal.
 STREAM_LAST = 256
 # A 1x1 stage A of this many inputs (an even number of channels) gets the one-pixel stream (widen_one_stream,
@@ -201,8 +204,9 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
     folded biases (bias - in_zp * the 9 weights: whole windows); per tap the doubled weights of channels (0, 2) and
-    (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); then each channel's multiplier,
-    K = (2 out_zp + 1) 2^em1 and em1 (the last channel's + STREAM_LAST)."""
+    (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the
+    doubled (w_t, w_u) of channels 0, 2, 1, 3 as int16 pairs; then each channel's multiplier, K = (2 out_zp + 1) 2^em1
+    and em1 (the last channel's + STREAM_LAST)."""
     c = op.weight.shape[-1]
     assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op) and relu_floor(op)
     w = op.weight.reshape(9, c).astype(np.int64)
@@ -214,7 +218,9 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)
     mke[-1, 3, 2] += STREAM_LAST  # the kernels' end (their shifts read only the low byte)
     bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
-    words = np.concatenate([base, taps, bias2, mke.reshape(groups, 12)], axis=1)
+    pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
+                            for t, u in DW_TAP_PAIRS], axis=1)
+    words = np.concatenate([base, taps, bias2, pairs, mke.reshape(groups, 12)], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
 

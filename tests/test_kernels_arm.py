@@ -414,7 +414,8 @@ static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bi
 static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
                               const int8_t *shift, int32_t in_zp, int32_t zp)
 {
-    int32_t *d = take(4u * (uint32_t)(c / 4 * 38)), *q = d;
+    static const int pairs[8] = {1, 2, 4, 5, 7, 8, 3, 6}; /* taps ky * 3 + kx, paired */
+    int32_t *d = take(4u * (uint32_t)(c / 4 * 54)), *q = d;
     int32_t g, t, j;
     for (g = 0; g < c; g += 4) {
         for (j = 0; j < 4; ++j) {
@@ -431,6 +432,13 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
         }
         for (j = 0; j < 4; ++j) {
             *q++ = 2 * bias[g + j];
+        }
+        for (t = 0; t < 8; t += 2) { /* (w_t, w_u) of channels 0, 2, 1, 3 */
+            const int8_t *x = w + pairs[t] * c + g, *y = w + pairs[t + 1] * c + g;
+            *q++ = pack16(2 * x[0], 2 * y[0]);
+            *q++ = pack16(2 * x[2], 2 * y[2]);
+            *q++ = pack16(2 * x[1], 2 * y[1]);
+            *q++ = pack16(2 * x[3], 2 * y[3]);
         }
         for (j = 0; j < 4; ++j) {
             *q++ = mult[g + j];

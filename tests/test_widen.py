@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_STREAM_WORDS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, STREAM_HEAD_WORDS,
+from codegen.lower import (DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, STREAM_HEAD_WORDS,
                            STREAM_LAST, STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream,
                            widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
@@ -91,10 +91,10 @@ def test_widen_dw_stream_layout():
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
                          shift=-np.arange(1, c + 1, dtype=np.int32), activation="relu6", act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
-    assert got.size == 38 * c // 4 and widenable(op) == got.nbytes
+    assert got.size == 54 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
     for g in range(c // 4):  # per 4 channels: doubled folded biases, per tap (0, 2), (1, 3) doubled, doubled biases,
-        rec = got[38 * g:38 * (g + 1)]  # (M, K, em1)
+        rec = got[54 * g:54 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3 doubled, (M, K, em1)
         ch = range(4 * g, 4 * g + 4)
         assert list(rec[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
         want = []
@@ -103,9 +103,13 @@ def test_widen_dw_stream_layout():
             want += [(x[0], x[2]), (x[1], x[3])]
         assert [_halves(v) for v in rec[4:22]] == want
         assert list(rec[22:26]) == [2 * int(op.bias[j]) for j in ch]
+        want = []
+        for t, u in ((1, 2), (4, 5), (7, 8), (3, 6)):  # row 0's columns 1, 2; row 1's; row 2's; column 0's rows 1, 2
+            want += [(2 * taps[t, j], 2 * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
+        assert [_halves(v) for v in rec[26:42]] == want
         # shift -(j + 1): em1 = j; the last channel marked
         em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in ch]
-        assert list(rec[26:]) == [v for j, e in zip(ch, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
+        assert list(rec[42:]) == [v for j, e in zip(ch, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
 
 
@@ -130,6 +134,8 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS")) == (
         STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
     assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
+    pairs = re.search(r"#define MNV2_DW_TAP_PAIRS \{([\d, ]+)\}", text).group(1)
+    assert [int(v) for v in pairs.split(",")] == [t for pair in DW_TAP_PAIRS for t in pair]
     assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
