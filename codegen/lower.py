@@ -144,6 +144,69 @@ def short_requant(op) -> bool:
             and short_shift(op.shift))
 
 
+# Bits of the kernels' `fast` parameter (mnv2_kernels.h.j2's MNV2_FAST_*; a test holds the two equal): the short
+# paths of the Arm DSP kernels that a layer's constants allow, decided here once instead of at every call.
+FAST_A, FAST_DW, FAST_PROJ, FAST_ADD, FAST_ADD_LUT = 1, 2, 4, 8, 16
+# The largest accumulator term: an int8 weight times an input minus its zero point.
+ACC_TERM_MAX = 255 * 128
+
+
+def rq_fast_ok(mult, shift, bias, terms: int) -> bool:
+    """Whether the short requantization (arm_dsp.c.j2's mnv2_rq_fast) holds for channels whose accumulators are bias
+    (None: 0) + `terms` products of at most ACC_TERM_MAX: every mult >= 0, every shift in [-22, -1] (short_shift) and
+    bias ^ (bias >> 31) <= 2^30 - 2 - terms ACC_TERM_MAX, so that |accumulator| < 2^30 (mnv2_srdhm_small); none past
+    32000 terms."""
+    if terms > 32000:
+        return False
+    b = np.zeros(1, np.int64) if bias is None else np.asarray(bias, np.int64)
+    room = (1 << 30) - 2 - terms * ACC_TERM_MAX
+    return bool(np.all(np.asarray(mult, np.int64) >= 0) and short_shift(shift)
+                and np.all(np.where(b < 0, -b - 1, b) <= room))
+
+
+def conv_fast(params: dict, bias, mult, shift) -> int:
+    """mnv2_conv_params_t's `fast`: 1 when a 1x1 conv's products take the short requantization (the whole int8 output
+    range and rq_fast_ok over in_c terms), else 0."""
+    return int(params["act_min"] == -128 and params["act_max"] == 127
+               and rq_fast_ok(mult, shift, bias, params["in_c"] * params["kernel"] ** 2))
+
+
+def dw_fast(channels: int, kernel: int, out_zp: int, act_min: int, act_max: int, bias, mult, shift) -> bool:
+    """Whether a depthwise layer takes the DSP kernels' short requantization at output zero point -128
+    (MNV2_RQ_OUT2Z: a ReLU output over the whole int8 range) on its groups of 4 channels."""
+    n = channels & ~3
+    return (out_zp == -128 and act_min == -128 and act_max == 127
+            and rq_fast_ok(mult[:n], shift[:n], None if bias is None else bias[:n], kernel * kernel))
+
+
+def block_fast(p: dict, stages: tuple, has_lut: bool) -> int:
+    """mnv2_block_params_t's `fast` (FAST_* bits) for a block's params p (its fields) and the (bias, mult, shift) of
+    each stage as emitted (stage A's None without one): stage A's products (the whole int8 range, rq_fast_ok), the
+    depthwise (dw_fast), the projection (the whole int8 range, rq_fast_ok, and a residual ADD's rescales by mult >= 0,
+    shift <= 0, left shift <= 21), the ADD's short kernel (left shift 20, shifts above -32, the whole int8 range) and
+    its table (has_lut, an output rescale that fits rq_fast_ok)."""
+    a, b, c = stages
+    flags = 0
+    if a is not None and p["a_kernel"] > 0 and p["mid_act_min"] == -128 and p["mid_act_max"] == 127 and rq_fast_ok(
+            a[1], a[2], a[0], p["a_kernel"] ** 2 * p["in_c"]):
+        flags |= FAST_A
+    if dw_fast(p["mid_c"], p["b_kernel"], p["dw_zp"], p["dw_act_min"], p["dw_act_max"], *b):
+        flags |= FAST_DW
+    add_shifts = (p["add_in_shift"], p["add_proj_shift"], p["add_out_shift"])
+    add_mults = (p["add_in_mult"], p["add_proj_mult"], p["add_out_mult"])
+    if (p["proj_act_min"] == -128 and p["proj_act_max"] == 127 and rq_fast_ok(c[1], c[2], c[0], p["mid_c"])
+            and (not p["residual"] or (all(s <= 0 for s in add_shifts) and all(m >= 0 for m in add_mults)
+                                       and p["add_left_shift"] <= 21))):
+        flags |= FAST_PROJ
+    if (p["residual"] and p["add_left_shift"] == 20 and all(s > -32 for s in add_shifts)
+            and p["add_act_min"] == -128 and p["add_act_max"] == 127):
+        flags |= FAST_ADD
+        out_shift = (p["add_out_shift"] + 128) % 256 - 128  # the kernel reads it as int8_t
+        if has_lut and rq_fast_ok([p["add_out_mult"]], [out_shift], None, 0):
+            flags |= FAST_ADD_LUT
+    return flags
+
+
 def relu_floor(op) -> bool:
     """Whether op's output zero point is -128 (arm_dsp.c.j2's MNV2_RQ_ZP_FLOOR, which the depthwise and one-pixel
     stream kernels require and check): a fused ReLU clamps at quantize(0) = the zero point, so act_min == -128 means
@@ -329,6 +392,9 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
+    consts = [(bias, op.multiplier, _shift_int8(op.shift)) for op, bias in ((a, a_bias), (b, b.bias), (c, c_bias))
+              if op is not None]
+    params["fast"] = block_fast(params, ((None,) if a is None else ()) + tuple(consts), params["add_lut"] != 0)
     # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
     params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
     ka = a.weight.shape[1] if a else 0
@@ -392,11 +458,14 @@ def _op_step(graph: QuantGraph, op) -> Step:
         common = dict(kernel=k, stride=op.stride, pad_top=op.padding[0], pad_left=op.padding[2],
                       in_zp=in_zp, out_zp=qp[op.output].zero_point,
                       act_min=op.act_min, act_max=op.act_max)
+        consts = (bias, op.multiplier, _shift_int8(op.shift))
         if op.kind == "conv":
             params = dict(in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, out_c=oc, **common)
+            params["fast"] = conv_fast(params, *consts)
             macs = oh * ow * oc * k * k * ic
         else:
             params = dict(in_h=ih, in_w=iw, channels=ic, out_h=oh, out_w=ow, **common)
+            params["fast"] = int(dw_fast(ic, k, params["out_zp"], op.act_min, op.act_max, *consts))
             macs = oh * ow * oc * k * k
         summary = (f"{op.kind} {k}x{k}/{op.stride} {ih}x{iw}x{ic} -> {oh}x{ow}x{oc}"
                    f"{'' if op.activation == 'none' else ' ' + op.activation}")

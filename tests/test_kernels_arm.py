@@ -6,7 +6,8 @@ The portable kernels are the reference here: tests/test_kernels_c.py holds them 
 with it on whole networks. A network only has channel counts that are multiples of 8, though; this test drives the
 variants' edges: random layers of every kernel with odd channel counts and pixel counts (the scalar tails), partial
 windows, stride 2, padding, every buffer-size fallback (wide stage A windows, layers wider than the stack buffers),
-residual blocks run in place (out == in), extreme requantization parameters and accumulators. One firmware per
+residual blocks run in place (out == in), extreme requantization parameters and accumulators, the layers'
+short-path flags (`fast`) as tests/fast_flags_ref.h decides them, or a subset (the fallbacks). One firmware per
 (core, variant) builds both kernel sets (the portable one with its functions renamed), generates the cases with a
 seeded PRNG inside the guest, compares every output byte and checks guard bytes after every output and scratch
 buffer.
@@ -39,6 +40,7 @@ DRIVER = r"""
 #include <stdint.h>
 #include <string.h>
 #include "mnv2_kernels.h"
+#include "fast_flags_ref.h"
 
 void ref_conv_s8(const mnv2_conv_params_t *p, const int8_t *in, int8_t *out, const int8_t *weight,
                  const int32_t *bias, const int32_t *mult, const int8_t *shift);
@@ -242,6 +244,8 @@ static int case_conv(int32_t i)
     }
     o1 = take(n_out);
     o2 = take(n_out);
+    /* the generator's short-path flag (an eighth of the layers that allow it on the general path instead) */
+    p.fast = (rnd() & 7u) ? ref_conv_fast(&p, bias, mult, shift) : 0;
     ref_conv_s8(&p, in, o1, w, bias, mult, shift);
     mnv2_conv_s8(&p, in, o2, w, bias, mult, shift);
     return compare("conv", i, o1, o2, n_out);
@@ -276,6 +280,7 @@ static int case_depthwise(int32_t i)
     rand_requant((uint32_t)p.channels, &mult, &shift);
     o1 = take(n_out);
     o2 = take(n_out);
+    p.fast = (rnd() & 7u) ? ref_dw_fast(p.channels, p.kernel, p.out_zp, p.act_min, p.act_max, bias, mult, shift) : 0;
     ref_depthwise_s8(&p, in, o1, w, bias, mult, shift);
     mnv2_depthwise_s8(&p, in, o2, w, bias, mult, shift);
     return compare("depthwise", i, o1, o2, n_out);
@@ -545,7 +550,7 @@ static int case_block(int32_t i)
         p.add_out_mult = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
         p.add_in_shift = rint_(-3, 0);
         p.add_proj_shift = rint_(-3, 0);
-        p.add_out_shift = rint_(-22, -14);
+        p.add_out_shift = (rnd() & 7u) ? rint_(-22, -14) : rint_(-31, -23); /* past the table's short rescale */
         if (rnd() & 1u) { /* rescales by powers of two: the offset inputs' (a + b) / 4, half of them ties */
             p.add_in_mult = p.add_proj_mult = p.add_out_mult = 0x40000000;
             p.add_in_shift = p.add_proj_shift = 0;
@@ -687,6 +692,8 @@ static int case_block(int32_t i)
         memcpy(p.stage, stage, sizeof stage);
         memcpy(pl.stage, stage, sizeof stage);
     }
+    /* the generator's short-path flags; an eighth of the blocks with a random subset of them (each path's fallback) */
+    p.fast = (int16_t)(ref_block_fast(&p) & ((rnd() & 7u) ? 31 : (int)(rnd() & 31u)));
     ref_block_s8(&pl, in1, o1, s1);
     mnv2_block_s8(&p, in2, o2, s2);
     if (!guard_ok(s1, n_ref_scratch) || !guard_ok(s2, n_scratch)) {
@@ -741,7 +748,7 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     subprocess.run([*base, *renames, f"-I{tmp_path / 'ref'}", "-c", "-o", str(tmp_path / "ref.o"),
                     str(tmp_path / "ref" / "mnv2_kernels.c")], check=True, capture_output=True, timeout=120)
     mem = [f"-Wl,--defsym=__{k}=0x{v:x}" for k, v in t.emulator.memory] + ["-Wl,--defsym=__stack_size=16384"]
-    r = subprocess.run([*base, "-DCASES=1500", f"-I{tmp_path / 'fast'}", *t.ldflags,
+    r = subprocess.run([*base, "-DCASES=1500", f"-I{tmp_path / 'fast'}", f"-I{ROOT / 'tests'}", *t.ldflags,
                         "-T", str(fw / t.arch / "board.ld"), f"-L{fw / 'common'}", *mem, "-o", str(tmp_path / "k.elf"),
                         str(tmp_path / "driver.c"),
                         str(tmp_path / "fast" / "mnv2_kernels.c"), str(tmp_path / "ref.o"),

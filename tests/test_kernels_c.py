@@ -155,9 +155,9 @@ def test_requant_header_is_bit_exact_twin(csrc, tmp_path, requant_data, sanitize
 KINDS = {"conv": 0, "depthwise": 1, "add": 2, "avgpool": 3, "dense": 4}
 FIELDS = {
     "conv": ["in_h", "in_w", "in_c", "out_h", "out_w", "out_c", "kernel", "stride", "pad_top", "pad_left",
-             "in_zp", "out_zp", "act_min", "act_max"],
+             "in_zp", "out_zp", "act_min", "act_max", "fast"],
     "depthwise": ["in_h", "in_w", "channels", "out_h", "out_w", "kernel", "stride", "pad_top", "pad_left",
-                  "in_zp", "out_zp", "act_min", "act_max"],
+                  "in_zp", "out_zp", "act_min", "act_max", "fast"],
     "add": ["size", "in1_zp", "in2_zp", "left_shift", "in1_mult", "in1_shift", "in2_mult", "in2_shift",
             "out_mult", "out_shift", "out_zp", "act_min", "act_max"],
     "avgpool": ["h", "w", "channels", "act_min", "act_max"],
@@ -300,7 +300,7 @@ def kernel_call(graph, op, tensors: dict, no_bias: bool = False) -> tuple[str, d
         (in_h, in_w, in_c), (out_h, out_w, out_c) = shapes[op.input], shapes[op.output]
         common = dict(in_h=in_h, in_w=in_w, out_h=out_h, out_w=out_w, stride=op.stride, pad_top=op.padding[0],
                       pad_left=op.padding[2], in_zp=qp[op.input].zero_point, out_zp=qp[op.output].zero_point,
-                      act_min=op.act_min, act_max=op.act_max)
+                      act_min=op.act_min, act_max=op.act_max, fast=0)  # fast: the Arm DSP kernels' flag
         if op.kind == "conv":
             params = dict(common, in_c=in_c, out_c=out_c, kernel=op.weight.shape[1])
         else:
@@ -527,7 +527,7 @@ def test_extreme_accumulators(run_kernel, out_zp):
         want = requant.requantize(bias.astype(np.int64), mult.astype(np.int64), shift.astype(np.int64), out_zp, lo, hi)
         x = rng.integers(-128, 128, size=(3, 3, 4)).astype(np.int8)
         common = dict(in_h=3, in_w=3, out_h=3, out_w=3, stride=1, pad_top=1, pad_left=1, in_zp=-7, out_zp=out_zp,
-                      act_min=lo, act_max=hi)
+                      act_min=lo, act_max=hi, fast=0)
         conv3 = dict(common, in_c=4, out_c=c, kernel=3)
         conv1 = dict(conv3, kernel=1, pad_top=0, pad_left=0)  # the 1x1 fast path
         for params, w_shape in ((conv3, (c, 3, 3, 4)), (conv1, (c, 1, 1, 4))):
