@@ -116,7 +116,7 @@ static int32_t *rand_bias(uint32_t n)
         return 0;
     }
     p = take(4 * n);
-    big = (rnd() & 15u) == 0; /* near 2^30: the bound of the short requantization (mnv2_rq_fast_ok) */
+    big = (rnd() & 15u) == 0; /* near 2^30: the bound of the short requantization (ref_rq_fast_ok) */
     for (i = 0; i < n; ++i) {
         p[i] = big ? ((rnd() & 1u) ? 1 : -1) * (0x40000000 + rint_(-65536, 65536)) : rint_(-40000, 40000);
     }
