@@ -6,11 +6,11 @@ The portable kernels are the reference here: tests/test_kernels_c.py holds them 
 with it on whole networks. A network only has channel counts that are multiples of 8, though; this test drives the
 variants' edges: random layers of every kernel with odd channel counts and pixel counts (the scalar tails), partial
 windows, stride 2, padding, every buffer-size fallback (wide stage A windows, layers wider than the stack buffers),
-residual blocks run in place (out == in), extreme requantization parameters and accumulators, the layers'
-short-path flags (`fast`) as tests/fast_flags_ref.h decides them, or a subset (the fallbacks). One firmware per
-(core, variant) builds both kernel sets (the portable one with its functions renamed), generates the cases with a
-seeded PRNG inside the guest, compares every output byte and checks guard bytes after every output and scratch
-buffer.
+residual blocks run in place (out == in), MobileNetV2-like blocks on every generated stream and table (the
+pixel-pair runs), extreme requantization parameters and accumulators, the layers' short-path flags (`fast`) as
+tests/fast_flags_ref.h decides them, or a subset (the fallbacks). One firmware per (core, variant) builds both
+kernel sets (the portable one with its functions renamed), generates the cases with a seeded PRNG inside the guest,
+compares every output byte and checks guard bytes after every output and scratch buffer.
 """
 from __future__ import annotations
 
@@ -488,7 +488,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, a_wide, one, probe;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -499,6 +499,7 @@ static int case_block(int32_t i)
     /* MobileNetV2-like depthwise (half the blocks): 3 x 3, channels a multiple of 8, right shifts only, the whole
      * int8 range, wider rows: the runs of interior pixels the Helium assembly takes */
     mnv2_like = (rnd() & 1u);
+    full = mnv2_like && (rnd() & 3u) == 0; /* and on every stream and table where it can (the pixel-pair runs) */
     if (mnv2_like && p.a_kernel != 3) {
         p.in_w = rint_(4, 24);
         p.in_c = p.a_kernel ? ((rnd() & 3u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
@@ -530,7 +531,7 @@ static int case_block(int32_t i)
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
-    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (rnd() & 1u)) { /* MobileNetV2's residual shape */
+    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (full || (rnd() & 1u))) { /* MobileNetV2's residual shape */
         p.b_stride = 1;
         p.b_pad_top = p.b_pad_left = 1;
     }
@@ -541,7 +542,7 @@ static int case_block(int32_t i)
     }
     p.out_c = rint_(1, 23);
     p.residual = 0;
-    if (p.out_h == p.in_h && p.out_w == p.in_w && (rnd() & 1u)) {
+    if (p.out_h == p.in_h && p.out_w == p.in_w && (full || (rnd() & 1u))) {
         p.residual = 1;
         p.out_c = p.in_c;
         p.add_left_shift = 20;
@@ -580,9 +581,12 @@ static int case_block(int32_t i)
     if (mnv2_like) { /* and a MobileNetV2-like projection and residual ADD (no activation): the short paths */
         p.dw_act_min = -128;
         p.dw_act_max = 127;
+        if (full || (rnd() & 1u)) {
+            p.dw_zp = -128; /* a ReLU6 depthwise, as MobileNetV2's: the depthwise streams (MNV2_FAST_DW) */
+        }
         p.proj_act_min = -128;
         p.proj_act_max = 127;
-        if (p.residual && (rnd() & 1u)) {
+        if (p.residual && (full || (rnd() & 1u))) {
             p.add_act_min = -128;
             p.add_act_max = 127;
         }
@@ -591,7 +595,8 @@ static int case_block(int32_t i)
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
-    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride : 0;
+    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && !full && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride
+                                                                                   : 0;
     /* probes, so that an error of 1 in a kernel reaches the block's output instead of vanishing in the rounding of
      * the stages after it (blocks without a residual ADD): the projection picks one mid channel for each output, over
      * the whole int8 range, and requantizes it by exactly 1, zero points matched (probe 2, an eighth of the blocks),
@@ -629,14 +634,18 @@ static int case_block(int32_t i)
         }
     }
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
-    bb = rand_bias((uint32_t)p.mid_c);
+    do {
+        bb = rand_bias((uint32_t)p.mid_c);
+    } while (full && !bb);
     rand_requant((uint32_t)p.mid_c, &bm, &bs);
     for (j = 0; mnv2_like && j < p.mid_c; ++j) {
         bs[j] = (int8_t)rint_(-14, -1);
         bm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
     }
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
-    cb = rand_bias((uint32_t)p.out_c);
+    do {
+        cb = rand_bias((uint32_t)p.out_c);
+    } while (full && !cb);
     rand_requant((uint32_t)p.out_c, &cm, &cs);
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
@@ -669,14 +678,14 @@ static int case_block(int32_t i)
     } else if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
-    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (rnd() & 1u)) {
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u))) {
         p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
-    if (p.mid_c % 4 == 0 && p.out_c >= 2 && (rnd() & 1u)) {
+    if (p.mid_c % 4 == 0 && p.out_c >= 2 && (full || (rnd() & 1u))) {
         p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
     }
     if (p.residual && p.add_left_shift == 20 && p.add_in_shift <= 0 && p.add_in_shift > -32 && p.add_proj_shift <= 0 &&
-        p.add_proj_shift > -32 && (rnd() & 1u)) {
+        p.add_proj_shift > -32 && (full || (rnd() & 1u))) {
         p.add_lut = add_table(&p);
     }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
