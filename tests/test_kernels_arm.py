@@ -524,9 +524,12 @@ static int case_block(int32_t i)
     if (p.mid_h < 1 || p.mid_w < 1) {
         return 0;
     }
-    p.mid_c = p.a_kernel ? (wide ? rint_(1025, 1100) : mnv2_like ? 8 * ((rnd() & 7u) ? rint_(1, 7) : rint_(25, 45))
-                                                                 : rint_(1, 60))
-                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) */
+    p.mid_c = p.a_kernel ? (wide        ? rint_(1025, 1100)
+                            : !mnv2_like ? rint_(1, 60)
+                            : (rnd() & 3u) ? 8 * ((rnd() & 7u) ? rint_(1, 7) : rint_(25, 45))
+                                           : 2 * rint_(1, 24))
+                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width), or any
+                                    * even number (the one-pixel stream's entry into its 8-channel passes) */
     p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
@@ -574,7 +577,7 @@ static int case_block(int32_t i)
     if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
-        if (rnd() & 1u) {
+        if (one ? (rnd() & 7u) != 0 : (rnd() & 1u)) {
             p.mid_zp = -128; /* a ReLU6 expansion's, as mnv2_dsp_one_run needs (else its callers' fallback) */
         }
     }
