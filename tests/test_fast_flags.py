@@ -118,9 +118,9 @@ def test_flags_match_the_c_conditions(tmp_path):
     blocks = [_block_case(rng) for _ in range(CASES)] + [_block_case(rng, big) for big in (32000, 32001)]
     render("portable", tmp_path / "k")
     (tmp_path / "flags.c").write_text(_program(blocks))
-    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path / 'k'}", f"-I{ROOT / 'tests'}",
-                    "-o", str(tmp_path / "flags"), str(tmp_path / "flags.c")], check=True, capture_output=True,
-                   timeout=300)
+    subprocess.run(["gcc", "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path / 'k'}",
+                    f"-I{ROOT / 'tests'}", "-o", str(tmp_path / "flags"), str(tmp_path / "flags.c")], check=True,
+                   capture_output=True, timeout=300)
     out = subprocess.run([str(tmp_path / "flags")], check=True, capture_output=True, text=True, timeout=60).stdout
     got = [tuple(int(v) for v in line.split()) for line in out.splitlines()]
     expected = [_python_flags(*case) for case in blocks]

@@ -598,8 +598,9 @@ static int case_block(int32_t i)
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
     p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
-    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && !full && (rnd() & 1u) ? p.b_kernel + rint_(0, 3) * p.b_stride
-                                                                                   : 0;
+    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && !full && (rnd() & 1u)
+                    ? p.b_kernel + rint_(0, 3) * p.b_stride
+                    : 0;
     /* probes, so that an error of 1 in a kernel reaches the block's output instead of vanishing in the rounding of
      * the stages after it (blocks without a residual ADD): the projection picks one mid channel for each output, over
      * the whole int8 range, and requantizes it by exactly 1, zero points matched (probe 2, an eighth of the blocks),
