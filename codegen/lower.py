@@ -295,10 +295,11 @@ ADD_LUT_WORDS = 2 * 256
 def add_lut(op, in_zp: int, proj_zp: int) -> np.ndarray:
     """The block's residual ADD (inputs: the block input, zero point in_zp, and the projection, proj_zp) as a table
     for the DSP kernels (the layout of mnv2_block_params_t's add_lut): word 128 + x of each half, x in [-128, 127],
-    is TFLite's rescale of input byte x, MultiplyByQuantizedMultiplierSmallerThanOneExp((x - zp) << left_shift,
-    multiplier, shift): the block input's, then the projection's."""
+    is twice TFLite's rescale of input byte x, MultiplyByQuantizedMultiplierSmallerThanOneExp((x - zp) << left_shift,
+    multiplier, shift): the block input's, then the projection's (doubled: their sum is the doubled accumulator that
+    the kernels' short requantization takes)."""
     x = np.arange(-128, 128, dtype=np.int64)
-    halves = [requant.multiply_by_quantized_multiplier_smaller_than_one((x - zp) * (1 << op.left_shift), m, sh)
+    halves = [2 * requant.multiply_by_quantized_multiplier_smaller_than_one((x - zp) * (1 << op.left_shift), m, sh)
               for zp, m, sh in zip((in_zp, proj_zp), op.input_multipliers, op.input_shifts)]
     words = np.concatenate(halves)
     assert words.size == ADD_LUT_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))

@@ -474,9 +474,9 @@ static const int32_t *add_table(const mnv2_block_params_t *p)
     int32_t *t = take(4u * 512u);
     int32_t x;
     for (x = -128; x < 128; ++x) {
-        t[128 + x] = rdbpot(srdhm((x - p->in_zp) * (1 << p->add_left_shift), p->add_in_mult), -p->add_in_shift);
-        t[384 + x] = rdbpot(srdhm((x - p->proj_zp) * (1 << p->add_left_shift), p->add_proj_mult),
-                            -p->add_proj_shift);
+        t[128 + x] = 2 * rdbpot(srdhm((x - p->in_zp) * (1 << p->add_left_shift), p->add_in_mult), -p->add_in_shift);
+        t[384 + x] = 2 * rdbpot(srdhm((x - p->proj_zp) * (1 << p->add_left_shift), p->add_proj_mult),
+                                -p->add_proj_shift);
     }
     return t;
 }
@@ -488,7 +488,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -500,9 +500,17 @@ static int case_block(int32_t i)
      * int8 range, wider rows: the runs of interior pixels the Helium assembly takes */
     mnv2_like = (rnd() & 1u);
     full = mnv2_like && (rnd() & 3u) == 0; /* and on every stream and table where it can (the pixel-pair runs) */
+    /* or shaped for the projection on int8 weights of three pixels with the table ADD (mnv2_dsp_block_tri_fast):
+     * a residual 1x1-expansion block, rows of odd width, mid channels a multiple of 8, any channel count */
+    tri = mnv2_like && !full && p.a_kernel == 1 && (rnd() & 3u) == 0;
     if (mnv2_like && p.a_kernel != 3) {
         p.in_w = rint_(4, 24);
         p.in_c = p.a_kernel ? ((rnd() & 3u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
+    }
+    if (tri) {
+        p.a_stride = 1;
+        p.in_w |= 1;
+        p.in_c = rint_(1, 24);
     }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
     if (stem) {
@@ -526,6 +534,7 @@ static int case_block(int32_t i)
     }
     p.mid_c = p.a_kernel ? (wide        ? rint_(1025, 1100)
                             : !mnv2_like ? rint_(1, 60)
+                            : tri          ? 8 * rint_(2, 7)
                             : (rnd() & 3u) ? 8 * ((rnd() & 7u) ? rint_(1, 7) : rint_(25, 45))
                                            : 2 * rint_(1, 24))
                          : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width), or any
@@ -534,7 +543,7 @@ static int case_block(int32_t i)
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
-    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (full || (rnd() & 1u))) { /* MobileNetV2's residual shape */
+    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (full || tri || (rnd() & 1u))) { /* the residual shape */
         p.b_stride = 1;
         p.b_pad_top = p.b_pad_left = 1;
     }
@@ -545,7 +554,7 @@ static int case_block(int32_t i)
     }
     p.out_c = rint_(1, 23);
     p.residual = 0;
-    if (p.out_h == p.in_h && p.out_w == p.in_w && (full || (rnd() & 1u))) {
+    if (p.out_h == p.in_h && p.out_w == p.in_w && (full || tri || (rnd() & 1u))) {
         p.residual = 1;
         p.out_c = p.in_c;
         p.add_left_shift = 20;
@@ -589,7 +598,7 @@ static int case_block(int32_t i)
         }
         p.proj_act_min = -128;
         p.proj_act_max = 127;
-        if (p.residual && (full || (rnd() & 1u))) {
+        if (p.residual && (full || tri || (rnd() & 1u))) {
             p.add_act_min = -128;
             p.add_act_max = 127;
         }
@@ -649,7 +658,7 @@ static int case_block(int32_t i)
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
     do {
         cb = rand_bias((uint32_t)p.out_c);
-    } while (full && !cb);
+    } while ((full || tri) && !cb);
     rand_requant((uint32_t)p.out_c, &cm, &cs);
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
@@ -685,11 +694,11 @@ static int case_block(int32_t i)
     if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u))) {
         p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
-    if (p.mid_c % 4 == 0 && p.out_c >= 2 && (full || (rnd() & 1u))) {
+    if (p.mid_c % 4 == 0 && p.out_c >= 2 && !tri && (full || (rnd() & 1u))) {
         p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
     }
     if (p.residual && p.add_left_shift == 20 && p.add_in_shift <= 0 && p.add_in_shift > -32 && p.add_proj_shift <= 0 &&
-        p.add_proj_shift > -32 && (full || (rnd() & 1u))) {
+        p.add_proj_shift > -32 && (full || tri || (rnd() & 1u))) {
         p.add_lut = add_table(&p);
     }
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);

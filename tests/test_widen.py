@@ -114,13 +114,13 @@ def test_widen_dw_stream_layout():
 
 
 def test_add_lut_layout():
-    # multipliers of exactly 1/2 make every rescale exact: (x - zp) 2^20 / 2 / 2^-shift
+    # multipliers of exactly 1/2 make every rescale exact: (x - zp) 2^20 / 2 / 2^-shift, doubled in the table
     op = SimpleNamespace(kind="add", left_shift=20, input_multipliers=(1 << 30, 1 << 30), input_shifts=(0, -1),
                          output_shift=-3, act_min=-128, act_max=127)
     t = add_lut(op, in_zp=5, proj_zp=-3)
     assert t.dtype == np.int32 and t.size == 512 and widenable(op) == t.nbytes
     x = np.arange(-128, 128)
-    assert list(t[:256]) == list((x - 5) * (1 << 19)) and list(t[256:]) == list((x + 3) * (1 << 18))
+    assert list(t[:256]) == list((x - 5) * (1 << 20)) and list(t[256:]) == list((x + 3) * (1 << 19))
     for field, value in (("left_shift", 19), ("act_min", -100), ("output_shift", 1), ("output_shift", 0),
                          ("output_shift", -23)):  # ADDs its table kernel does not run
         assert widenable(SimpleNamespace(**{**vars(op), field: value})) is None
