@@ -535,10 +535,13 @@ static int case_block(int32_t i)
     p.mid_c = p.a_kernel ? (wide        ? rint_(1025, 1100)
                             : !mnv2_like ? rint_(1, 60)
                             : tri          ? 8 * rint_(2, 7)
-                            : (rnd() & 3u) ? 8 * ((rnd() & 7u) ? rint_(1, 7) : rint_(25, 45))
+                            : (rnd() & 3u) ? 8 * ((rnd() & 7u)   ? rint_(1, 7)
+                                                  : (rnd() & 1u) ? rint_(25, 45)
+                                                                 : rint_(65, 80))
                                            : 2 * rint_(1, 24))
-                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width), or any
-                                    * even number (the one-pixel stream's entry into its 8-channel passes) */
+                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) or 512
+                                    * (the widened pair's projection up to MNV2_DSP_WIDE_MAX), or any even number (the
+                                    * one-pixel stream's entry into its 8-channel passes) */
     p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
