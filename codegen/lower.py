@@ -268,8 +268,8 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
     folded biases (bias - in_zp * the 9 weights: whole windows); per tap the doubled weights of channels (0, 2) and
     (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the
-    doubled (w_t, w_u) of channels 0, 2, 1, 3 as int16 pairs; then each channel's multiplier, K = (2 out_zp + 1) 2^em1
-    and em1 (the last channel's + STREAM_LAST)."""
+    doubled (w_t, w_u) of channels 0, 2, 1, 3 as int16 pairs; then the multiplier, K = (2 out_zp + 1) 2^em1 and em1
+    of channels 0, 2, 1, 3 (the order the kernels pack them in; the last channel's em1 + STREAM_LAST)."""
     c = op.weight.shape[-1]
     assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op) and relu_floor(op)
     w = op.weight.reshape(9, c).astype(np.int64)
@@ -278,8 +278,8 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     g = (2 * w).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
     em1, k = (x.reshape(groups, 4) for x in _em1_k(op.shift, out_zp))
-    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)
-    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end (their shifts read only the low byte)
+    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)[:, [0, 2, 1, 3]]
+    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
     bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
     pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
                             for t, u in DW_TAP_PAIRS], axis=1)

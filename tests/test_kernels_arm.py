@@ -355,8 +355,8 @@ static int inplace_legal(const mnv2_block_params_t *p)
  * pair, 2 bias (both channels, twice); per 4 inputs, the doubled weights of row 0's inputs (0, 2), (1, 3), then row
  * 1's; mult, mult, (2 zp + 1) << em1 of each channel, em1 of each (+ 256 on the last pair's second). A 3x3
  * depthwise [9][c]: per 4 channels, 2 (bias - in_zp * the 9 weights); per tap, the doubled weights of channels
- * (0, 2), (1, 3); 2 bias; mult, (2 zp + 1) << em1, em1 of each (+ 256 on the last channel). int16 pairs, the low
- * half first. */
+ * (0, 2), (1, 3); 2 bias; per tap pair, the doubled weights of channels 0, 2, 1, 3; mult, (2 zp + 1) << em1, em1 of
+ * channels 0, 2, 1, 3 (+ 256 on the last channel). int16 pairs, the low half first. */
 static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
@@ -446,9 +446,10 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
             *q++ = pack16(2 * x[3], 2 * y[3]);
         }
         for (j = 0; j < 4; ++j) {
-            *q++ = mult[g + j];
-            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + j] - 1) & 31u));
-            *q++ = -shift[g + j] - 1;
+            const int32_t k = g + (j == 1 ? 2 : j == 2 ? 1 : j); /* channels 0, 2, 1, 3 */
+            *q++ = mult[k];
+            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[k] - 1) & 31u));
+            *q++ = -shift[k] - 1;
         }
     }
     if (q > d) {

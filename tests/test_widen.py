@@ -107,9 +107,10 @@ def test_widen_dw_stream_layout():
         for t, u in ((1, 2), (4, 5), (7, 8), (3, 6)):  # row 0's columns 1, 2; row 1's; row 2's; column 0's rows 1, 2
             want += [(2 * taps[t, j], 2 * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
         assert [_halves(v) for v in rec[26:42]] == want
-        # shift -(j + 1): em1 = j; the last channel marked
-        em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in ch]
-        assert list(rec[42:]) == [v for j, e in zip(ch, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
+        # shift -(j + 1): em1 = j; channels 0, 2, 1, 3; the last channel marked
+        order = [4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3]
+        em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in order]
+        assert list(rec[42:]) == [v for j, e in zip(order, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
 
 
