@@ -540,9 +540,9 @@ static int case_block(int32_t i)
                                                   : (rnd() & 1u) ? rint_(25, 45)
                                                                  : rint_(65, 80))
                                            : 2 * rint_(1, 24))
-                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) or 512
-                                    * (the widened pair's projection up to MNV2_DSP_WIDE_MAX), or any even number (the
-                                    * one-pixel stream's entry into its 8-channel passes) */
+                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) or over
+                                    * 512 (the widened pair's projection up to MNV2_DSP_WIDE_MAX), or any even number
+                                    * (the one-pixel stream's entry into its 8-channel passes) */
     p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
