@@ -204,7 +204,9 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
         "mnv2_weights.h": env.get_template("model/mnv2_weights.h.j2").render(ctx),
         "mnv2_weights.c": env.get_template("model/mnv2_weights.c.j2").render(ctx),
         "mnv2_kernels.h": env.get_template("kernels/mnv2_kernels.h.j2").render(provenance=provenance),
-        "mnv2_kernels.c": env.get_template(f"kernels/{schedule.target.kernels}.c.j2").render(provenance=provenance),
+        "mnv2_kernels.c": env.get_template(f"kernels/{schedule.target.kernels}.c.j2").render(
+            provenance=provenance, mid_max=max((g.shapes[op.input][2] for op in g.ops if op.kind == "depthwise"),
+                                               default=0)),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }
     inputs = None

@@ -536,13 +536,14 @@ static int case_block(int32_t i)
     p.mid_c = p.a_kernel ? (wide        ? rint_(1025, 1100)
                             : !mnv2_like ? rint_(1, 60)
                             : tri          ? 8 * rint_(2, 7)
-                            : (rnd() & 3u) ? 8 * ((rnd() & 7u)   ? rint_(1, 7)
-                                                  : (rnd() & 1u) ? rint_(25, 45)
-                                                                 : rint_(65, 80))
+                            : (rnd() & 3u) ? ((rnd() & 1u)   ? 8 * rint_(1, 7)
+                                              : (rnd() & 1u) ? 8 * rint_(25, 45)
+                                                             : 4 * rint_(130, 256))
                                            : 2 * rint_(1, 24))
-                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) or over
-                                    * 512 (the widened pair's projection up to MNV2_DSP_WIDE_MAX), or any even number
-                                    * (the one-pixel stream's entry into its 8-channel passes) */
+                         : p.in_c; /* mnv2_like: sometimes over 192 channels (depthwise streams of any width) or
+                                    * 520-1024 (the widened pair's projection up to MNV2_DSP_WIDE_MAX, the raw pair's
+                                    * beyond it), or any even number (the one-pixel stream's entry into its 8-channel
+                                    * passes) */
     p.b_kernel = mnv2_like || (rnd() & 3u) ? 3 : rint_(1, 5);
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
@@ -666,6 +667,9 @@ static int case_block(int32_t i)
     rand_requant((uint32_t)p.out_c, &cm, &cs);
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
+        if (p.mid_c > 512) { /* the wide projections' short path (the raw pair's beyond MNV2_DSP_WIDE_MAX) */
+            cm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
+        }
     }
     if (probe) { /* the pass-through weights (see above); the picked channels spread over the mid channels */
         memset(cw, 0, (size_t)(p.out_c * p.mid_c));
