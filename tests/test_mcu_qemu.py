@@ -80,7 +80,7 @@ def test_instruction_count_and_fit_96(fw96):
     if gen.target.kernels == "arm_dsp":
         # the projection on the raw pixel pair (mnv2_dsp_pair_run_raw) is linked exactly when a depthwise layer is
         # wider than MNV2_DSP_WIDE_MAX (read from the kernel template): the generator's MNV2_MODEL_MID_MAX gate keeps
-        # its code out of the models that fit the chips (alpha 0.35, 0.5) and in those that need it (0.75: 720, 1.0:
+        # its code out of the narrower models (alpha 0.35, 0.5) and in those that need it (0.75: 720, 1.0:
         # 960 channels, whose bit-exactness test_bit_exact_96 checks)
         template = (resource_dir("templates") / "kernels" / "arm_dsp.c.j2").read_text()
         wide_max = int(re.search(r"#define MNV2_DSP_WIDE_MAX (\d+)", template).group(1))
