@@ -121,6 +121,11 @@ STREAM_LAST = 256
 # arm_dsp.c.j2's MNV2_ONE_INPUTS: one LDM of weights and constants per output channel); a test holds the two equal.
 ONE_STREAM_INPUTS = 8
 ONE_STREAM_WORDS = 8  # per output channel
+# mnv2_dsp_one_run's requantization shift (arm_dsp.c.j2's MNV2_ONE_SHIFT; a test holds the two equal): every channel's
+# requantization ends in one SSAT by this immediate shift, its weights, bias and K scaled by 2^d (uniform_scale).
+ONE_STREAM_SHIFT = 11
+# The largest d of uniform_scale: int8 weights of magnitude up to 127, doubled and scaled by 2^d, stay int16.
+UNIFORM_D_MAX = 7
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
 FLASH_RESERVE_BYTES = 64 * 1024
 
@@ -242,23 +247,46 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
+def uniform_scale(op, total: int, terms: int) -> np.ndarray | None:
+    """Per output channel d = total - e (e = -shift) when the op's requantization at zero point MNV2_RQ_ZP_FLOOR can
+    end in one SSAT by the immediate shift `total` (arm_dsp.c.j2's MNV2_RQ_OUTU), else None. With the doubled
+    accumulator 2x scaled by 2^d (its weights and bias) and K' = (2 zp + 1) 2^(total - 1) + 2^(d - 1), SMMLA gives
+    floor(2^d N / 2^32) for MNV2_RQ_VAL2Z's N = 2 x mult + K 2^32 + 2^31, and its floor division by 2^total equals
+    floor(N / 2^(32 + e)), MNV2_RQ_VAL2Z's value. Needs d in [1, UNIFORM_D_MAX] (K' an integer; the doubled weights
+    times 2^d int16) and |x| 2^d < 2^30 for bias + `terms` products of at most ACC_TERM_MAX (2 x 2^d an int32)."""
+    d = total + op.shift.astype(np.int64)
+    w = np.abs(op.weight.astype(np.int64)).reshape(-1, d.size).max(axis=0) if op.kind == "depthwise" else \
+        np.abs(op.weight.astype(np.int64)).reshape(d.size, -1).max(axis=1)
+    bias = getattr(op, "bias", None)
+    b = np.zeros(d.size, np.int64) if bias is None else np.abs(bias.astype(np.int64))
+    if (np.any(d < 1) or np.any(d > UNIFORM_D_MAX) or np.any(w << (d + 1) > 2 ** 15 - 1)
+            or np.any((b + terms * ACC_TERM_MAX) << d > (1 << 30) - 2)):
+        return None
+    return d
+
+
 def one_stream_applies(op) -> bool:
-    """Whether a stage A conv takes the one-pixel stream instead of the pair stream."""
+    """Whether a stage A conv takes the one-pixel stream instead of the pair stream (its shifts within
+    uniform_scale's reach of ONE_STREAM_SHIFT among them)."""
     return (op.kind == "conv" and op.weight.shape[1:3] == (1, 1) and op.weight.shape[-1] == ONE_STREAM_INPUTS
-            and op.weight.shape[0] % 2 == 0 and short_requant(op) and relu_floor(op))
+            and op.weight.shape[0] % 2 == 0 and short_requant(op) and relu_floor(op)
+            and uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS) is not None)
 
 
 def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     """A 1x1 stage A's one-pixel stream (mnv2_block_params_t's a_ww with a_one, as arm_dsp.c.j2's mnv2_dsp_one_run
-    reads it): per output channel its doubled bias, the doubled weights of inputs (0, 2), (1, 3), (4, 6), (5, 7) as
-    int16 pairs, its multiplier, K = (2 out_zp + 1) 2^em1 and em1 (the last channel's + STREAM_LAST)."""
+    reads it): per output channel, with d its uniform_scale at ONE_STREAM_SHIFT, its bias times 2^(d + 1), its
+    weights times 2^(d + 1) of inputs (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs, its multiplier,
+    K' = (2 out_zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1) and 0 (STREAM_LAST on the last channel)."""
     assert one_stream_applies(op)
-    w = 2 * op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64)
+    d = uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS)
+    w = op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64) << (d + 1)[:, None]
     pairs = _int16_pairs(w[:, [0, 1, 4, 5]], w[:, [2, 3, 6, 7]]).astype(np.int64)
-    em1, k = _em1_k(op.shift, out_zp)
-    em1[-1] += STREAM_LAST
-    words = np.concatenate([2 * bias.astype(np.int64)[:, None], pairs, op.multiplier.astype(np.int64)[:, None],
-                            k[:, None], em1[:, None]], axis=1)
+    k = (2 * int(out_zp) + 1) * (1 << (ONE_STREAM_SHIFT - 1)) + (1 << (d - 1))
+    last = np.zeros(d.size, np.int64)
+    last[-1] = STREAM_LAST
+    words = np.concatenate([bias.astype(np.int64)[:, None] << (d + 1)[:, None], pairs,
+                            op.multiplier.astype(np.int64)[:, None], k[:, None], last[:, None]], axis=1)
     assert words.shape[1] == ONE_STREAM_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
 

@@ -14,6 +14,7 @@ compares every output byte and checks guard bytes after every output and scratch
 """
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -395,8 +396,9 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
     }
     return d;
 }
-/* The one-pixel stream of a 1x1 stage A of 8 inputs (a_one): per output channel, 2 bias; the doubled weights of
- * inputs (0, 2), (1, 3), (4, 6), (5, 7); mult, (2 zp + 1) << em1, em1 (+ 256 on the last channel). */
+/* The one-pixel stream of a 1x1 stage A of 8 inputs (a_one), each channel scaled by 2^d, d = MNV2_ONE_SHIFT + shift
+ * (lower.py's uniform_scale): per output channel, 2^(d + 1) bias; 2^(d + 1) times the weights of inputs (0, 2), (1, 3),
+ * (4, 6), (5, 7); mult, (2 zp + 1) << (MNV2_ONE_SHIFT - 1) plus 2^(d - 1), 0 (256 on the last channel). */
 static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bias, const int32_t *mult,
                                const int8_t *shift, int32_t zp)
 {
@@ -404,17 +406,37 @@ static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bi
     int32_t o;
     for (o = 0; o < out_c; ++o) {
         const int8_t *r = w + o * 8;
-        *q++ = bias ? 2 * bias[o] : 0;
-        *q++ = pack16(2 * r[0], 2 * r[2]);
-        *q++ = pack16(2 * r[1], 2 * r[3]);
-        *q++ = pack16(2 * r[4], 2 * r[6]);
-        *q++ = pack16(2 * r[5], 2 * r[7]);
+        const int32_t d_ = MNV2_ONE_SHIFT + shift[o], k = 2 << d_;
+        *q++ = bias ? k * bias[o] : 0;
+        *q++ = pack16(k * r[0], k * r[2]);
+        *q++ = pack16(k * r[1], k * r[3]);
+        *q++ = pack16(k * r[4], k * r[6]);
+        *q++ = pack16(k * r[5], k * r[7]);
         *q++ = mult[o];
-        *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o] - 1) & 31u));
-        *q++ = -shift[o] - 1;
+        *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_ONE_SHIFT - 1)) + (1 << (d_ - 1));
+        *q++ = 0;
     }
     q[-1] += 256; /* the last channel marked */
     return d;
+}
+/* Whether wide_one can hold a stage A (lower.py's uniform_scale at MNV2_ONE_SHIFT): every d in [1, 7], 2^(d + 1) times
+ * each weight within int16, (|bias| + 8 * 255 * 128) 2^d <= 2^30 - 2. */
+static int one_ok(const int8_t *w, int32_t out_c, const int32_t *bias, const int8_t *shift)
+{
+    int32_t o, i;
+    for (o = 0; o < out_c; ++o) {
+        const int32_t d_ = MNV2_ONE_SHIFT + shift[o];
+        const int64_t b = bias ? (bias[o] < 0 ? -(int64_t)bias[o] : bias[o]) : 0;
+        if (d_ < 1 || d_ > 7 || ((b + 8 * 255 * 128) << d_) > (1 << 30) - 2) {
+            return 0;
+        }
+        for (i = 0; i < 8; ++i) {
+            if ((w[o * 8 + i] < 0 ? -w[o * 8 + i] : w[o * 8 + i]) << (d_ + 1) > 32767) {
+                return 0;
+            }
+        }
+    }
+    return 1;
 }
 static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
                               const int8_t *shift, int32_t in_zp, int32_t zp)
@@ -645,11 +667,14 @@ static int case_block(int32_t i)
         ab = rand_bias((uint32_t)p.mid_c);
         rand_requant((uint32_t)p.mid_c, &am, &as);
         if ((stem && (rnd() & 1u)) || a_wide) {
+            const int uniform = one && (rnd() & 7u) != 0; /* the one-pixel stream's shifts (else mostly beyond) */
             for (j = 0; j < p.mid_c; ++j) {
-                as[j] = (int8_t)rint_(-14, -1); /* right shifts only, as the Helium stem's fast path needs */
+                as[j] = (int8_t)(uniform ? rint_(1 - MNV2_ONE_SHIFT, 7 - MNV2_ONE_SHIFT)
+                                         : rint_(-14, -1)); /* right shifts only, as the Helium stem's path needs */
                 am[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
             }
         }
+        one = one && one_ok(aw, p.mid_c, ab, as); /* else the pair stream, as lower.py's one_stream_applies */
     }
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
     do {
@@ -771,7 +796,9 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     fw = resource_dir("firmware")
     render("portable", tmp_path / "ref")
     render(kernels, tmp_path / "fast")
-    (tmp_path / "driver.c").write_text(DRIVER)
+    # the one-pixel stream's shift, as the rendered kernels define it (wide_one builds that stream)
+    one_shift = re.search(r"#define MNV2_ONE_SHIFT (\d+)", (tmp_path / "fast" / "mnv2_kernels.c").read_text()).group(1)
+    (tmp_path / "driver.c").write_text(f"#define MNV2_ONE_SHIFT {one_shift}\n" + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
     renames = [f"-D{name}={name.replace('mnv2_', 'ref_')}" for name in API]

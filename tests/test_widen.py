@@ -10,9 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from codegen.lower import (DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, STREAM_HEAD_WORDS,
-                           STREAM_LAST, STREAM_TAIL_WORDS, add_lut, choose_widened, lower, widen_dw_stream,
-                           widen_one_stream, widen_stream, widenable)
+from codegen import requant
+from codegen.lower import (DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT,
+                           ONE_STREAM_WORDS, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS, UNIFORM_D_MAX, add_lut,
+                           choose_widened, lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream,
+                           widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -49,22 +51,52 @@ def test_widen_stream_layout():
 
 
 def test_widen_one_stream_layout():
-    # a 1x1 stage A of 8 inputs, 2 channels: per channel the doubled bias, the doubled weights of inputs (0, 2),
-    # (1, 3), (4, 6), (5, 7) as int16 pairs, multiplier, (2 zp + 1) << em1, em1 (the last channel's marked)
+    # a 1x1 stage A of 8 inputs, 2 channels, scaled by 2^d, d = ONE_STREAM_SHIFT - e (e = -shift): per channel the
+    # bias and the weights of inputs (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs times 2^(d + 1), multiplier,
+    # K' = (2 zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1), 0 (the last channel marked)
     w = [[1, 2, 3, 4, 5, 6, 7, 8], [-1, -2, -3, -4, -5, -6, -7, -8]]
-    op = _conv(w, shift=[-1, -3], mult=[1 << 30, 77], activation="relu6")
+    e = (ONE_STREAM_SHIFT - 5, ONE_STREAM_SHIFT - 2)  # d = 5, 2
+    op = _conv(w, shift=[-e[0], -e[1]], mult=[1 << 30, 77], activation="relu6")
     got = widen_one_stream(op, np.array([10, -20], dtype=np.int32), out_zp=2)
     assert got.size == 16
-    assert got[0] == 20 and [_halves(v) for v in got[1:5]] == [(2, 6), (4, 8), (10, 14), (12, 16)]
-    assert list(got[5:8]) == [1 << 30, 5 * 1, 0]
-    assert got[8] == -40 and [_halves(v) for v in got[9:13]] == [(-2, -6), (-4, -8), (-10, -14), (-12, -16)]
-    assert list(got[13:]) == [77, 5 * 4, 2 + STREAM_LAST]
+    assert got[0] == 10 * 64 and [_halves(v) for v in got[1:5]] == [(64, 192), (128, 256), (320, 448), (384, 512)]
+    assert list(got[5:8]) == [1 << 30, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 16, 0]
+    assert got[8] == -20 * 8 and [_halves(v) for v in got[9:13]] == [(-8, -24), (-16, -32), (-40, -56), (-48, -64)]
+    assert list(got[13:]) == [77, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 2, STREAM_LAST]
     assert widenable(op, stage_a=True) == got.nbytes  # a projection of 8 inputs keeps the pair stream
     assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), 0).nbytes
     with pytest.raises(AssertionError):  # an odd number of channels: the pair stream
-        widen_one_stream(_conv(w[:1], shift=[-1], activation="relu6"), np.zeros(1, dtype=np.int32), 0)
+        widen_one_stream(_conv(w[:1], shift=[-e[0]], activation="relu6"), np.zeros(1, dtype=np.int32), 0)
     # no ReLU: the output zero point may be anything but MNV2_RQ_ZP_FLOOR, which mnv2_dsp_one_run needs
-    assert widenable(_conv(w, shift=[-1, -3]), stage_a=True) == widenable(op)
+    assert widenable(_conv(w, shift=[-e[0], -e[1]]), stage_a=True) == widenable(op)
+    # shifts beyond uniform_scale's reach of ONE_STREAM_SHIFT (d outside [1, UNIFORM_D_MAX]): the pair stream
+    for shift in (-ONE_STREAM_SHIFT, UNIFORM_D_MAX + 1 - ONE_STREAM_SHIFT):  # d = 0, UNIFORM_D_MAX + 1
+        far = _conv(w, shift=[-e[0], shift], activation="relu6")
+        assert widenable(far, stage_a=True) == widenable(far)
+
+
+def test_uniform_scale_requantization_matches_the_reference(rng):
+    # mnv2_dsp_one_run's arithmetic on the stream's words (SMLAD sums, SMMLA, SSAT by MNV2_ONE_SHIFT), emulated in
+    # int64, against requant.requantize at zero point -128 (ReLU over the whole int8 range): random channels over the
+    # whole reach of uniform_scale, random int8 inputs, and the biases at the accumulator bound
+    out_c = 64
+    shift = -rng.integers(ONE_STREAM_SHIFT - UNIFORM_D_MAX, ONE_STREAM_SHIFT, size=out_c)
+    w = rng.integers(-127, 128, size=(out_c, ONE_STREAM_INPUTS))
+    w[:4] = 127  # the int16 limit at d = UNIFORM_D_MAX
+    op = _conv(w, shift=shift, mult=rng.integers(1 << 30, 1 << 31, size=out_c), activation="relu6")
+    bias = rng.integers(-40000, 40000, size=out_c).astype(np.int32)
+    d = uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS)
+    assert d is not None and d.min() == 1 and d.max() == UNIFORM_D_MAX
+    words = widen_one_stream(op, bias, out_zp=-128).astype(np.int64).reshape(out_c, ONE_STREAM_WORDS)
+    x = rng.integers(-128, 128, size=(20000, ONE_STREAM_INPUTS))
+    lo, hi = np.vectorize(_halves, otypes=[np.int64, np.int64])(words[:, 1:5])  # (out_c, 4) each
+    acc2 = words[:, 0] + x[:, [0, 1, 4, 5]] @ lo.T + x[:, [2, 3, 6, 7]] @ hi.T  # 4 SMLAD on the widened pixel
+    assert np.all(np.abs(acc2) < 2 ** 31)
+    r = (acc2 * words[:, 5] + (words[:, 6] << 32)) >> 32  # SMMLA: the high word, no rounding
+    got = np.clip(r >> ONE_STREAM_SHIFT, -128, 127)  # SSAT #8, asr #ONE_STREAM_SHIFT
+    acc = bias + x @ w.T
+    want = requant.requantize(acc, op.multiplier, op.shift, -128, -128, 127)
+    assert np.array_equal(got, want)
 
 
 def test_widen_stream_pads_rows_and_orders_groups_before_rows():
@@ -138,6 +170,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
     pairs = re.search(r"#define MNV2_DW_TAP_PAIRS \{([\d, ]+)\}", text).group(1)
     assert [int(v) for v in pairs.split(",")] == [t for pair in DW_TAP_PAIRS for t in pair]
     assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
+    assert re.search(r"set one_shift = (\d+) ", text).group(1) == str(ONE_STREAM_SHIFT)
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
 
