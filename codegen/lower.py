@@ -124,7 +124,10 @@ ONE_STREAM_WORDS = 8  # per output channel
 # mnv2_dsp_one_run's requantization shift (arm_dsp.c.j2's MNV2_ONE_SHIFT; a test holds the two equal): every channel's
 # requantization ends in one SSAT by this immediate shift, its weights, bias and K scaled by 2^d (uniform_scale).
 ONE_STREAM_SHIFT = 11
-# The largest d of uniform_scale: int8 weights of magnitude up to 127, doubled and scaled by 2^d, stay int16.
+# The depthwise stream kernels' requantization shift (arm_dsp.c.j2's MNV2_DW_SHIFT; a test holds the two equal), as
+# ONE_STREAM_SHIFT for mnv2_dsp_one_run.
+DW_STREAM_SHIFT = 10
+# The largest d of uniform_scale: int8 weights doubled and scaled by 2^d stay int16 ([-32768, 32512]).
 UNIFORM_D_MAX = 7
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
 FLASH_RESERVE_BYTES = 64 * 1024
@@ -252,15 +255,13 @@ def uniform_scale(op, total: int, terms: int) -> np.ndarray | None:
     end in one SSAT by the immediate shift `total` (arm_dsp.c.j2's MNV2_RQ_OUTU), else None. With the doubled
     accumulator 2x scaled by 2^d (its weights and bias) and K' = (2 zp + 1) 2^(total - 1) + 2^(d - 1), SMMLA gives
     floor(2^d N / 2^32) for MNV2_RQ_VAL2Z's N = 2 x mult + K 2^32 + 2^31, and its floor division by 2^total equals
-    floor(N / 2^(32 + e)), MNV2_RQ_VAL2Z's value. Needs d in [1, UNIFORM_D_MAX] (K' an integer; the doubled weights
-    times 2^d int16) and |x| 2^d < 2^30 for bias + `terms` products of at most ACC_TERM_MAX (2 x 2^d an int32)."""
+    floor(N / 2^(32 + e)), MNV2_RQ_VAL2Z's value. Needs d in [1, UNIFORM_D_MAX] (K' an integer; int8 weights times
+    2^(d + 1) <= 2^8 stay within int16) and |x| 2^d < 2^30 for bias + `terms` products of at most ACC_TERM_MAX
+    (2 x 2^d an int32)."""
     d = total + op.shift.astype(np.int64)
-    w = np.abs(op.weight.astype(np.int64)).reshape(-1, d.size).max(axis=0) if op.kind == "depthwise" else \
-        np.abs(op.weight.astype(np.int64)).reshape(d.size, -1).max(axis=1)
     bias = getattr(op, "bias", None)
     b = np.zeros(d.size, np.int64) if bias is None else np.abs(bias.astype(np.int64))
-    if (np.any(d < 1) or np.any(d > UNIFORM_D_MAX) or np.any(w << (d + 1) > 2 ** 15 - 1)
-            or np.any((b + terms * ACC_TERM_MAX) << d > (1 << 30) - 2)):
+    if np.any(d < 1) or np.any(d > UNIFORM_D_MAX) or np.any((b + terms * ACC_TERM_MAX) << d > (1 << 30) - 2):
         return None
     return d
 
@@ -291,24 +292,35 @@ def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
+def dw_stream_applies(op) -> bool:
+    """Whether a depthwise layer gets a depthwise stream: 3x3, channels a multiple of 4, the short requantization at
+    zero point MNV2_RQ_ZP_FLOOR, its shifts within uniform_scale's reach of DW_STREAM_SHIFT."""
+    return (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
+            and short_requant(op) and relu_floor(op) and uniform_scale(op, DW_STREAM_SHIFT, 9) is not None)
+
+
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
-    mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it): per group of 4 channels, the doubled
-    folded biases (bias - in_zp * the 9 weights: whole windows); per tap the doubled weights of channels (0, 2) and
-    (1, 3) as int16 pairs; the doubled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the
-    doubled (w_t, w_u) of channels 0, 2, 1, 3 as int16 pairs; then the multiplier, K = (2 out_zp + 1) 2^em1 and em1
-    of channels 0, 2, 1, 3 (the order the kernels pack them in; the last channel's em1 + STREAM_LAST)."""
+    mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it), each channel scaled by 2^(d + 1), d its
+    uniform_scale at DW_STREAM_SHIFT: per group of 4 channels, the scaled folded biases (bias - in_zp * the 9 weights:
+    whole windows); per tap the scaled weights of channels (0, 2) and (1, 3) as int16 pairs; the scaled biases
+    (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of channels 0, 2, 1, 3 as
+    int16 pairs; then the multiplier, K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1) and 0 of channels 0, 2,
+    1, 3 (the order the kernels pack them in; STREAM_LAST on the last channel)."""
     c = op.weight.shape[-1]
-    assert op.weight.shape[:2] == (3, 3) and c % 4 == 0 and short_requant(op) and relu_floor(op)
+    assert dw_stream_applies(op)
+    d = uniform_scale(op, DW_STREAM_SHIFT, 9)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
-    base = 2 * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
-    g = (2 * w).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
+    scale = (1 << (d + 1)).reshape(groups, 4)
+    base = scale * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
+    g = (w << (d + 1)).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
-    em1, k = (x.reshape(groups, 4) for x in _em1_k(op.shift, out_zp))
-    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, em1], axis=2)[:, [0, 2, 1, 3]]
-    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
-    bias2 = 2 * op.bias.astype(np.int64).reshape(groups, 4)
+    k = ((2 * int(out_zp) + 1) * (1 << (DW_STREAM_SHIFT - 1)) + (1 << (d - 1))).reshape(groups, 4)
+    last = np.zeros((groups, 4), np.int64)
+    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, last], axis=2)[:, [0, 2, 1, 3]]
+    mke[-1, 3, 2] = STREAM_LAST  # the kernels' end, channel 3
+    bias2 = scale * op.bias.astype(np.int64).reshape(groups, 4)
     pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
                             for t, u in DW_TAP_PAIRS], axis=1)
     words = np.concatenate([base, taps, bias2, pairs, mke.reshape(groups, 12)], axis=1)
@@ -348,8 +360,7 @@ def widenable(op, stage_a: bool = False) -> int | None:
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
         return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
-    if (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
-            and short_requant(op) and relu_floor(op)):
+    if dw_stream_applies(op):
         return 4 * DW_STREAM_WORDS * (op.weight.shape[-1] // 4)
     return None
 

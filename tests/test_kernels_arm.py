@@ -63,7 +63,7 @@ static uint32_t rnd(void)
 static int32_t rint_(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (uint32_t)(hi - lo + 1)); }
 
 /* A bump allocator over a static pool; every block is followed by GUARD bytes of 0xA5. */
-static uint8_t pool[1u << 20] __attribute__((aligned(16)));
+static uint8_t pool[1u << 21] __attribute__((aligned(16)));
 static uint32_t used;
 static void *take(uint32_t n)
 {
@@ -419,21 +419,16 @@ static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bi
     q[-1] += 256; /* the last channel marked */
     return d;
 }
-/* Whether wide_one can hold a stage A (lower.py's uniform_scale at MNV2_ONE_SHIFT): every d in [1, 7], 2^(d + 1) times
- * each weight within int16, (|bias| + 8 * 255 * 128) 2^d <= 2^30 - 2. */
-static int one_ok(const int8_t *w, int32_t out_c, const int32_t *bias, const int8_t *shift)
+/* Whether a stream scaled by 2^d, d = shift_ + shift[j], can hold n channels whose accumulators are bias + terms
+ * products (lower.py's uniform_scale): every d in [1, 7], (|bias| + terms * 255 * 128) 2^d <= 2^30 - 2. */
+static int uniform_ok(int32_t n, const int32_t *bias, const int8_t *shift, int32_t shift_, int32_t terms)
 {
-    int32_t o, i;
-    for (o = 0; o < out_c; ++o) {
-        const int32_t d_ = MNV2_ONE_SHIFT + shift[o];
-        const int64_t b = bias ? (bias[o] < 0 ? -(int64_t)bias[o] : bias[o]) : 0;
-        if (d_ < 1 || d_ > 7 || ((b + 8 * 255 * 128) << d_) > (1 << 30) - 2) {
+    int32_t j;
+    for (j = 0; j < n; ++j) {
+        const int32_t d_ = shift_ + shift[j];
+        const int64_t b = bias ? (bias[j] < 0 ? -(int64_t)bias[j] : bias[j]) : 0;
+        if (d_ < 1 || d_ > 7 || ((b + terms * 255 * 128) << d_) > (1 << 30) - 2) {
             return 0;
-        }
-        for (i = 0; i < 8; ++i) {
-            if ((w[o * 8 + i] < 0 ? -w[o * 8 + i] : w[o * 8 + i]) << (d_ + 1) > 32767) {
-                return 0;
-            }
         }
     }
     return 1;
@@ -443,35 +438,36 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
 {
     static const int pairs[8] = {1, 2, 4, 5, 7, 8, 3, 6}; /* taps ky * 3 + kx, paired */
     int32_t *d = take(4u * (uint32_t)(c / 4 * 54)), *q = d;
-    int32_t g, t, j;
+    int32_t g, t, j, k[4];
     for (g = 0; g < c; g += 4) {
         for (j = 0; j < 4; ++j) {
             int32_t sum = 0;
+            k[j] = 2 << (MNV2_DW_SHIFT + shift[g + j]); /* 2^(d + 1) */
             for (t = 0; t < 9; ++t) {
                 sum += w[t * c + g + j];
             }
-            *q++ = 2 * (bias[g + j] - in_zp * sum);
+            *q++ = k[j] * (bias[g + j] - in_zp * sum);
         }
         for (t = 0; t < 9; ++t) {
             const int8_t *x = w + t * c + g;
-            *q++ = pack16(2 * x[0], 2 * x[2]);
-            *q++ = pack16(2 * x[1], 2 * x[3]);
+            *q++ = pack16(k[0] * x[0], k[2] * x[2]);
+            *q++ = pack16(k[1] * x[1], k[3] * x[3]);
         }
         for (j = 0; j < 4; ++j) {
-            *q++ = 2 * bias[g + j];
+            *q++ = k[j] * bias[g + j];
         }
         for (t = 0; t < 8; t += 2) { /* (w_t, w_u) of channels 0, 2, 1, 3 */
             const int8_t *x = w + pairs[t] * c + g, *y = w + pairs[t + 1] * c + g;
-            *q++ = pack16(2 * x[0], 2 * y[0]);
-            *q++ = pack16(2 * x[2], 2 * y[2]);
-            *q++ = pack16(2 * x[1], 2 * y[1]);
-            *q++ = pack16(2 * x[3], 2 * y[3]);
+            *q++ = pack16(k[0] * x[0], k[0] * y[0]);
+            *q++ = pack16(k[2] * x[2], k[2] * y[2]);
+            *q++ = pack16(k[1] * x[1], k[1] * y[1]);
+            *q++ = pack16(k[3] * x[3], k[3] * y[3]);
         }
         for (j = 0; j < 4; ++j) {
-            const int32_t k = g + (j == 1 ? 2 : j == 2 ? 1 : j); /* channels 0, 2, 1, 3 */
-            *q++ = mult[k];
-            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[k] - 1) & 31u));
-            *q++ = -shift[k] - 1;
+            const int32_t o = j == 1 ? 2 : j == 2 ? 1 : j; /* channels 0, 2, 1, 3 */
+            *q++ = mult[g + o];
+            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4;
+            *q++ = 0;
         }
     }
     if (q > d) {
@@ -479,7 +475,6 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
     }
     return d;
 }
-
 /* The residual ADD's table of mnv2_block_params_t's add_lut, from the header's description: gemmlowp's rounding
  * doubling high multiply and rounding divide by a power of two, written here again. */
 static int32_t srdhm(int32_t a, int32_t b)
@@ -674,15 +669,15 @@ static int case_block(int32_t i)
                 am[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
             }
         }
-        one = one && one_ok(aw, p.mid_c, ab, as); /* else the pair stream, as lower.py's one_stream_applies */
+        one = one && uniform_ok(p.mid_c, ab, as, MNV2_ONE_SHIFT, 8); /* else the pair stream (one_stream_applies) */
     }
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
     do {
         bb = rand_bias((uint32_t)p.mid_c);
     } while (full && !bb);
     rand_requant((uint32_t)p.mid_c, &bm, &bs);
-    for (j = 0; mnv2_like && j < p.mid_c; ++j) {
-        bs[j] = (int8_t)rint_(-14, -1);
+    for (j = 0; mnv2_like && j < p.mid_c; ++j) { /* mostly within the depthwise stream's reach (wide_dw) */
+        bs[j] = (int8_t)((rnd() & 63u) ? rint_(1 - MNV2_DW_SHIFT, 7 - MNV2_DW_SHIFT) : rint_(-14, -1));
         bm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
     }
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
@@ -724,7 +719,8 @@ static int case_block(int32_t i)
     } else if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
-    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u))) {
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u)) &&
+        uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9)) {
         p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
     if (p.mid_c % 4 == 0 && p.out_c >= 2 && !tri && (full || (rnd() & 1u))) {
@@ -796,9 +792,10 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     fw = resource_dir("firmware")
     render("portable", tmp_path / "ref")
     render(kernels, tmp_path / "fast")
-    # the one-pixel stream's shift, as the rendered kernels define it (wide_one builds that stream)
-    one_shift = re.search(r"#define MNV2_ONE_SHIFT (\d+)", (tmp_path / "fast" / "mnv2_kernels.c").read_text()).group(1)
-    (tmp_path / "driver.c").write_text(f"#define MNV2_ONE_SHIFT {one_shift}\n" + DRIVER)
+    # the one-pixel and depthwise streams' shifts, as the rendered kernels define them (wide_one, wide_dw)
+    fast = (tmp_path / "fast" / "mnv2_kernels.c").read_text()
+    shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW)_SHIFT) (\d+)", fast))
+    (tmp_path / "driver.c").write_text(shifts + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
     renames = [f"-D{name}={name.replace('mnv2_', 'ref_')}" for name in API]

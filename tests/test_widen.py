@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from codegen import requant
-from codegen.lower import (DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT,
-                           ONE_STREAM_WORDS, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS, UNIFORM_D_MAX, add_lut,
-                           choose_widened, lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream,
-                           widenable)
+from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS,
+                           ONE_STREAM_SHIFT, ONE_STREAM_WORDS, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS,
+                           UNIFORM_D_MAX, add_lut, choose_widened, lower, uniform_scale, widen_dw_stream,
+                           widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -119,31 +119,37 @@ def test_no_stream_without_the_short_requantization():
 def test_widen_dw_stream_layout():
     c = 8
     w = (np.arange(9 * c) % 100 - 50).astype(np.int8).reshape(3, 3, c)
+    e = DW_STREAM_SHIFT - 1 - np.arange(c) % UNIFORM_D_MAX  # d = 1..7, 1
     op = SimpleNamespace(kind="depthwise", weight=w, bias=np.arange(c, dtype=np.int32) * 1000 - 3000,
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
-                         shift=-np.arange(1, c + 1, dtype=np.int32), activation="relu6", act_min=-128, act_max=127)
+                         shift=-e.astype(np.int32), activation="relu6", act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
     assert got.size == 54 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
-    for g in range(c // 4):  # per 4 channels: doubled folded biases, per tap (0, 2), (1, 3) doubled, doubled biases,
-        rec = got[54 * g:54 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3 doubled, (M, K, em1)
+    k = [2 ** (DW_STREAM_SHIFT - int(e[j]) + 1) for j in range(c)]  # 2^(d + 1)
+    for g in range(c // 4):  # per 4 channels, scaled by 2^(d + 1): folded biases, per tap (0, 2), (1, 3), biases,
+        rec = got[54 * g:54 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3, then (M, K', 0)
         ch = range(4 * g, 4 * g + 4)
-        assert list(rec[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
+        assert list(rec[:4]) == [k[j] * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
         want = []
         for t in range(9):
-            x = 2 * taps[t, 4 * g:4 * g + 4]
-            want += [(x[0], x[2]), (x[1], x[3])]
+            j = 4 * g
+            want += [(k[j] * taps[t, j], k[j + 2] * taps[t, j + 2]), (k[j + 1] * taps[t, j + 1],
+                                                                     k[j + 3] * taps[t, j + 3])]
         assert [_halves(v) for v in rec[4:22]] == want
-        assert list(rec[22:26]) == [2 * int(op.bias[j]) for j in ch]
+        assert list(rec[22:26]) == [k[j] * int(op.bias[j]) for j in ch]
         want = []
         for t, u in ((1, 2), (4, 5), (7, 8), (3, 6)):  # row 0's columns 1, 2; row 1's; row 2's; column 0's rows 1, 2
-            want += [(2 * taps[t, j], 2 * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
+            want += [(k[j] * taps[t, j], k[j] * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
         assert [_halves(v) for v in rec[26:42]] == want
-        # shift -(j + 1): em1 = j; channels 0, 2, 1, 3; the last channel marked
+        # K' = (2 zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1); channels 0, 2, 1, 3; the last channel marked
         order = [4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3]
-        em1 = [j + (STREAM_LAST if j == c - 1 else 0) for j in order]
-        assert list(rec[42:]) == [v for j, e in zip(order, em1) for v in (int(op.multiplier[j]), -3 * (1 << j), e)]
+        assert list(rec[42:]) == [v for j in order for v in (int(op.multiplier[j]),
+                                                             -3 * 2 ** (DW_STREAM_SHIFT - 1) + k[j] // 4,
+                                                             STREAM_LAST if j == c - 1 else 0)]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
+    for far in (DW_STREAM_SHIFT, DW_STREAM_SHIFT - UNIFORM_D_MAX - 1):  # d = 0, UNIFORM_D_MAX + 1: no stream
+        assert widenable(SimpleNamespace(**{**vars(op), "shift": np.where(np.arange(c) == 3, -far, -e)})) is None
 
 
 def test_add_lut_layout():
@@ -171,6 +177,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert [int(v) for v in pairs.split(",")] == [t for pair in DW_TAP_PAIRS for t in pair]
     assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
     assert re.search(r"set one_shift = (\d+) ", text).group(1) == str(ONE_STREAM_SHIFT)
+    assert re.search(r"set dw_shift = (\d+) ", text).group(1) == str(DW_STREAM_SHIFT)
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
 
