@@ -127,6 +127,11 @@ ONE_STREAM_SHIFT = 11
 # The depthwise stream kernels' requantization shift (arm_dsp.c.j2's MNV2_DW_SHIFT; a test holds the two equal), as
 # ONE_STREAM_SHIFT for mnv2_dsp_one_run.
 DW_STREAM_SHIFT = 10
+# mnv2_dsp_pair_run_s's requantization shift at zero point -128 on a stream marked STREAM_UNIFORM (arm_dsp.c.j2's
+# MNV2_PAIR_SHIFT; a test holds the two equal), as ONE_STREAM_SHIFT for mnv2_dsp_one_run.
+PAIR_STREAM_SHIFT = 12
+# Added to every shift word of a pair stream scaled for PAIR_STREAM_SHIFT (arm_dsp.c.j2's MNV2_STREAM_UNIFORM).
+STREAM_UNIFORM = 512
 # The largest d of uniform_scale: int8 weights doubled and scaled by 2^d stay int16 ([-32768, 32512]).
 UNIFORM_D_MAX = 7
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
@@ -233,17 +238,25 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases twice; per
     group of 4 inputs (each row of kh kw in inputs zero-padded to a multiple of 4) the doubled weights as int16 pairs,
     row o's inputs (0, 2) and (1, 3), then row o + 1's; their multipliers, K = (2 out_zp + 1) 2^em1 and
-    em1, em1' (em1 = -shift - 1; the last pair's em1' + STREAM_LAST)."""
+    em1, em1' (em1 = -shift - 1; the last pair's em1' + STREAM_LAST). At output zero point -128 with every channel
+    within uniform_scale's reach of PAIR_STREAM_SHIFT, each channel's biases and weights are scaled by 2^(d + 1)
+    instead of 2, K' = (2 out_zp + 1) 2^(PAIR_STREAM_SHIFT - 1) + 2^(d - 1) and the shift words are STREAM_UNIFORM
+    (the kernel's third requantization, MNV2_RQ_OUTU)."""
     w = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64)
     out_c, n = w.shape
     assert out_c >= 2 and short_requant(op)
     pairs = out_c // 2
-    w = 2 * np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs]
+    d = uniform_scale(op, PAIR_STREAM_SHIFT, n) if out_zp == -128 else None
+    scale = np.full(2 * pairs, 2, np.int64) if d is None else 2 << d[:2 * pairs]
+    w = np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs] * scale[:, None]
     g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
     em1, k = (x.reshape(pairs, 2) for x in _em1_k(op.shift[:2 * pairs], out_zp))
+    if d is not None:
+        k = ((2 * int(out_zp) + 1) * (1 << (PAIR_STREAM_SHIFT - 1)) + (1 << (d[:2 * pairs] - 1))).reshape(pairs, 2)
+        em1 = np.full((pairs, 2), STREAM_UNIFORM, np.int64)
     em1[-1, 1] += STREAM_LAST  # the kernel's end (its shifts read only the low byte)
-    head = np.tile(2 * bias[:2 * pairs].astype(np.int64).reshape(pairs, 2), 2)  # the four accumulators' starts
+    head = np.tile((bias[:2 * pairs].astype(np.int64) * scale).reshape(pairs, 2), 2)  # the four accumulators' starts
     tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k, em1], axis=1)
     words = np.concatenate([head, groups.astype(np.int64), tail], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))

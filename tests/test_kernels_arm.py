@@ -362,22 +362,30 @@ static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
 }
+static int uniform_ok(int32_t n, const int32_t *bias, const int8_t *shift, int32_t shift_, int32_t terms);
+/* wide_conv at output zero point -128 with every channel within reach of MNV2_PAIR_SHIFT (uniform_ok), 3 times in 4
+ * scaled as lower.py's widen_stream does: biases and weights times 2^(d + 1), d = MNV2_PAIR_SHIFT + shift, K' =
+ * (2 zp + 1) << (MNV2_PAIR_SHIFT - 1) plus 2^(d - 1), both shift words 512 (MNV2_STREAM_UNIFORM). */
 static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const int32_t *bias, const int32_t *mult,
                                 const int8_t *shift, int32_t zp)
 {
     const int32_t n4 = (n + 3) & ~3;
+    const int u = zp == -128 && uniform_ok(out_c & ~1, bias, shift, MNV2_PAIR_SHIFT, n) && (rnd() & 3u) != 0;
     int32_t *d = take(4u * (uint32_t)(out_c / 2 * (n4 + 10))), *q = d;
-    int32_t o, g, r, j;
+    int32_t o, g, r, j, k[2];
     for (o = 0; o + 2 <= out_c; o += 2) {
         for (j = 0; j < 2; ++j) {
-            *q++ = bias ? 2 * bias[o] : 0;
-            *q++ = bias ? 2 * bias[o + 1] : 0;
+            k[j] = u ? 2 << (MNV2_PAIR_SHIFT + shift[o + j]) : 2;
+        }
+        for (j = 0; j < 2; ++j) {
+            *q++ = bias ? k[0] * bias[o] : 0;
+            *q++ = bias ? k[1] * bias[o + 1] : 0;
         }
         for (g = 0; g < n4; g += 4) {
             for (r = 0; r < 2; ++r) {
                 int32_t x[4];
                 for (j = 0; j < 4; ++j) {
-                    x[j] = g + j < n ? 2 * w[(o + r) * n + g + j] : 0;
+                    x[j] = g + j < n ? k[r] * w[(o + r) * n + g + j] : 0;
                 }
                 *q++ = pack16(x[0], x[2]);
                 *q++ = pack16(x[1], x[3]);
@@ -386,10 +394,11 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
         *q++ = mult[o];
         *q++ = mult[o + 1];
         for (j = 0; j < 2; ++j) {
-            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o + j] - 1) & 31u));
+            *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_PAIR_SHIFT - 1)) + k[j] / 4
+                     : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o + j] - 1) & 31u));
         }
-        *q++ = -shift[o] - 1;
-        *q++ = -shift[o + 1] - 1;
+        *q++ = u ? 512 : -shift[o] - 1;
+        *q++ = u ? 512 : -shift[o + 1] - 1;
     }
     if (q > d) {
         q[-1] += 256; /* the last pair marked */
@@ -662,10 +671,11 @@ static int case_block(int32_t i)
         ab = rand_bias((uint32_t)p.mid_c);
         rand_requant((uint32_t)p.mid_c, &am, &as);
         if ((stem && (rnd() & 1u)) || a_wide) {
-            const int uniform = one && (rnd() & 7u) != 0; /* the one-pixel stream's shifts (else mostly beyond) */
+            /* the one-pixel or the scaled pair stream's shifts (wide_one, wide_conv), else mostly beyond */
+            const int32_t reach = (rnd() & 7u) == 0 ? 0 : one ? MNV2_ONE_SHIFT : MNV2_PAIR_SHIFT;
             for (j = 0; j < p.mid_c; ++j) {
-                as[j] = (int8_t)(uniform ? rint_(1 - MNV2_ONE_SHIFT, 7 - MNV2_ONE_SHIFT)
-                                         : rint_(-14, -1)); /* right shifts only, as the Helium stem's path needs */
+                as[j] = (int8_t)(reach ? rint_(1 - reach, 7 - reach)
+                                       : rint_(-14, -1)); /* right shifts only, as the Helium stem's path needs */
                 am[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
             }
         }
@@ -792,9 +802,9 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     fw = resource_dir("firmware")
     render("portable", tmp_path / "ref")
     render(kernels, tmp_path / "fast")
-    # the one-pixel and depthwise streams' shifts, as the rendered kernels define them (wide_one, wide_dw)
+    # the streams' shifts, as the rendered kernels define them (wide_conv, wide_one, wide_dw)
     fast = (tmp_path / "fast" / "mnv2_kernels.c").read_text()
-    shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW)_SHIFT) (\d+)", fast))
+    shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW|PAIR)_SHIFT) (\d+)", fast))
     (tmp_path / "driver.c").write_text(shifts + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]

@@ -12,9 +12,9 @@ import pytest
 
 from codegen import requant
 from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS,
-                           ONE_STREAM_SHIFT, ONE_STREAM_WORDS, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS,
-                           UNIFORM_D_MAX, add_lut, choose_widened, lower, uniform_scale, widen_dw_stream,
-                           widen_one_stream, widen_stream, widenable)
+                           ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST,
+                           STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, lower,
+                           uniform_scale, widen_dw_stream, widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -99,6 +99,40 @@ def test_uniform_scale_requantization_matches_the_reference(rng):
     assert np.array_equal(got, want)
 
 
+def test_widen_stream_uniform_matches_the_reference(rng):
+    # at output zero point -128 within uniform_scale's reach of PAIR_STREAM_SHIFT the pair stream is scaled: the
+    # kernel's arithmetic on its words (SMLAD sums from the doubled-and-scaled biases, SMMLA, SSAT by
+    # PAIR_STREAM_SHIFT), emulated in int64, against requant.requantize; shift words STREAM_UNIFORM (the last marked)
+    out_c, n = 6, 27  # a stem's 3 x 3 x 3 (one zero-padded input per row)
+    shift = -rng.integers(PAIR_STREAM_SHIFT - UNIFORM_D_MAX, PAIR_STREAM_SHIFT, size=out_c)
+    shift[:2] = -(PAIR_STREAM_SHIFT - np.array([1, UNIFORM_D_MAX]))  # both ends of the reach
+    w = rng.integers(-127, 128, size=(out_c, n))
+    op = _conv(w, shift=shift, mult=rng.integers(1 << 30, 1 << 31, size=out_c), activation="relu6")
+    bias = rng.integers(-40000, 40000, size=out_c).astype(np.int32)
+    words = widen_stream(op, bias, out_zp=-128).astype(np.int64).reshape(out_c // 2, -1)
+    x = rng.integers(-128, 128, size=(5000, n + 1))
+    x[:, n] = 0
+    got = []
+    for i, pr in enumerate(words):
+        lo, hi = np.vectorize(_halves, otypes=[np.int64, np.int64])(pr[4:-6].reshape(-1, 4))  # group, row o/o+1 words
+        for row in range(2):  # row o's words 0, 1 of a group: inputs (0, 2), (1, 3); row o + 1's: words 2, 3
+            wl = np.stack([lo[:, 2 * row], lo[:, 2 * row + 1]], axis=1).reshape(-1)  # inputs 0, 1 of each group
+            wh = np.stack([hi[:, 2 * row], hi[:, 2 * row + 1]], axis=1).reshape(-1)  # inputs 2, 3
+            xi = x.reshape(len(x), -1, 4)
+            acc2 = pr[row] + xi[:, :, [0, 1]].reshape(len(x), -1) @ wl + xi[:, :, [2, 3]].reshape(len(x), -1) @ wh
+            assert np.all(np.abs(acc2) < 2 ** 31)
+            r = (acc2 * pr[-6 + row] + (pr[-4 + row] << 32)) >> 32  # SMMLA
+            got.append(np.clip(r >> PAIR_STREAM_SHIFT, -128, 127))  # SSAT #8, asr #PAIR_STREAM_SHIFT
+        assert list(pr[-2:]) == [STREAM_UNIFORM, STREAM_UNIFORM + (STREAM_LAST if i == len(words) - 1 else 0)]
+    want = requant.requantize(bias + x[:, :n] @ w.T, op.multiplier, op.shift, -128, -128, 127)
+    assert np.array_equal(np.stack(got, axis=1), want)
+    # another zero point, or a channel beyond reach: the doubled stream, shift words em1
+    for zp, sh in ((-127, shift), (-128, np.where(np.arange(out_c) == 5, -PAIR_STREAM_SHIFT, shift))):
+        plain = widen_stream(_conv(w, shift=sh, activation="relu6"), bias, out_zp=zp).reshape(out_c // 2, -1)
+        assert list(plain[:, 0]) == list(2 * bias[::2]) and list(plain[-1, -2:]) == [-sh[-2] - 1,
+                                                                                   -sh[-1] - 1 + STREAM_LAST]
+
+
 def test_widen_stream_pads_rows_and_orders_groups_before_rows():
     w = np.arange(18, dtype=np.int8).reshape(2, 9)  # 9 inputs: groups (0..3), (4..7), (8, 0, 0, 0)
     got = widen_stream(_conv(w, shift=[-3, -3]), np.zeros(2, dtype=np.int32), out_zp=0)
@@ -178,6 +212,8 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert define("MNV2_ONE_INPUTS") == ONE_STREAM_INPUTS
     assert re.search(r"set one_shift = (\d+) ", text).group(1) == str(ONE_STREAM_SHIFT)
     assert re.search(r"set dw_shift = (\d+) ", text).group(1) == str(DW_STREAM_SHIFT)
+    assert re.search(r"set pair_shift = (\d+) ", text).group(1) == str(PAIR_STREAM_SHIFT)
+    assert define("MNV2_STREAM_UNIFORM") == STREAM_UNIFORM
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
 
