@@ -280,26 +280,39 @@ def uniform_scale(op, total: int, terms: int) -> np.ndarray | None:
 
 
 def one_stream_applies(op) -> bool:
-    """Whether a stage A conv takes the one-pixel stream instead of the pair stream (its shifts within
-    uniform_scale's reach of ONE_STREAM_SHIFT among them)."""
+    """Whether a stage A conv takes the one-pixel stream instead of the pair stream."""
     return (op.kind == "conv" and op.weight.shape[1:3] == (1, 1) and op.weight.shape[-1] == ONE_STREAM_INPUTS
-            and op.weight.shape[0] % 2 == 0 and short_requant(op) and relu_floor(op)
-            and uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS) is not None)
+            and op.weight.shape[0] % 2 == 0 and short_requant(op) and relu_floor(op))
+
+
+def classic_kernels(graph: QuantGraph) -> dict:
+    """Which kernels' streams of the classic form (uniform_scale out of reach) the model needs: "one" for a one-pixel
+    stream, "dw" for a depthwise stream (arm_dsp.c.j2's MNV2_MODEL_ONE_CLASSIC / MNV2_MODEL_DW_CLASSIC: the classic
+    kernels are compiled only then)."""
+    return {"one": any(one_stream_applies(op) and uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS) is None
+                       for op in graph.ops),
+            "dw": any(dw_stream_applies(op) and uniform_scale(op, DW_STREAM_SHIFT, 9) is None for op in graph.ops)}
 
 
 def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     """A 1x1 stage A's one-pixel stream (mnv2_block_params_t's a_ww with a_one, as arm_dsp.c.j2's mnv2_dsp_one_run
     reads it): per output channel, with d its uniform_scale at ONE_STREAM_SHIFT, its bias times 2^(d + 1), its
     weights times 2^(d + 1) of inputs (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs, its multiplier,
-    K' = (2 out_zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1) and 0 (STREAM_LAST on the last channel)."""
+    K' = (2 out_zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1) and STREAM_UNIFORM (the last channel's + STREAM_LAST).
+    Out of uniform_scale's reach, the classic form (mnv2_dsp_one_run_c): the doubled bias and weights, the multiplier,
+    K = (2 out_zp + 1) 2^em1 and em1."""
     assert one_stream_applies(op)
     d = uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS)
-    w = op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64) << (d + 1)[:, None]
+    if d is None:
+        em1, k = _em1_k(op.shift, out_zp)
+        scale, last = np.ones(em1.size, np.int64), em1
+    else:
+        k = (2 * int(out_zp) + 1) * (1 << (ONE_STREAM_SHIFT - 1)) + (1 << (d - 1))
+        scale, last = 1 << d, np.full(d.size, STREAM_UNIFORM, np.int64)
+    last[-1] += STREAM_LAST
+    w = op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64) * (2 * scale)[:, None]
     pairs = _int16_pairs(w[:, [0, 1, 4, 5]], w[:, [2, 3, 6, 7]]).astype(np.int64)
-    k = (2 * int(out_zp) + 1) * (1 << (ONE_STREAM_SHIFT - 1)) + (1 << (d - 1))
-    last = np.zeros(d.size, np.int64)
-    last[-1] = STREAM_LAST
-    words = np.concatenate([bias.astype(np.int64)[:, None] << (d + 1)[:, None], pairs,
+    words = np.concatenate([(2 * scale * bias.astype(np.int64))[:, None], pairs,
                             op.multiplier.astype(np.int64)[:, None], k[:, None], last[:, None]], axis=1)
     assert words.shape[1] == ONE_STREAM_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
@@ -307,9 +320,9 @@ def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
 
 def dw_stream_applies(op) -> bool:
     """Whether a depthwise layer gets a depthwise stream: 3x3, channels a multiple of 4, the short requantization at
-    zero point MNV2_RQ_ZP_FLOOR, its shifts within uniform_scale's reach of DW_STREAM_SHIFT."""
+    zero point MNV2_RQ_ZP_FLOOR."""
     return (op.kind == "depthwise" and op.weight.shape[:2] == (3, 3) and op.weight.shape[-1] % 4 == 0
-            and short_requant(op) and relu_floor(op) and uniform_scale(op, DW_STREAM_SHIFT, 9) is not None)
+            and short_requant(op) and relu_floor(op))
 
 
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
@@ -318,21 +331,28 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     uniform_scale at DW_STREAM_SHIFT: per group of 4 channels, the scaled folded biases (bias - in_zp * the 9 weights:
     whole windows); per tap the scaled weights of channels (0, 2) and (1, 3) as int16 pairs; the scaled biases
     (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of channels 0, 2, 1, 3 as
-    int16 pairs; then the multiplier, K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1) and 0 of channels 0, 2,
-    1, 3 (the order the kernels pack them in; STREAM_LAST on the last channel)."""
+    int16 pairs; then the multiplier, K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1) and STREAM_UNIFORM of
+    channels 0, 2, 1, 3 (the order the kernels pack them in; the last channel's + STREAM_LAST). Out of
+    uniform_scale's reach, the classic form (the mnv2_dsp_dw3_*_c kernels): doubled, then K = (2 out_zp + 1) 2^em1
+    and em1 instead."""
     c = op.weight.shape[-1]
     assert dw_stream_applies(op)
     d = uniform_scale(op, DW_STREAM_SHIFT, 9)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
-    scale = (1 << (d + 1)).reshape(groups, 4)
+    if d is None:
+        em1, k = _em1_k(op.shift, out_zp)
+        sc, last = np.full(c, 2, np.int64), em1
+    else:
+        k = (2 * int(out_zp) + 1) * (1 << (DW_STREAM_SHIFT - 1)) + (1 << (d - 1))
+        sc, last = 2 << d, np.full(c, STREAM_UNIFORM, np.int64)
+    scale = sc.reshape(groups, 4)
     base = scale * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
-    g = (w << (d + 1)).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
+    g = (w * sc).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
-    k = ((2 * int(out_zp) + 1) * (1 << (DW_STREAM_SHIFT - 1)) + (1 << (d - 1))).reshape(groups, 4)
-    last = np.zeros((groups, 4), np.int64)
-    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k, last], axis=2)[:, [0, 2, 1, 3]]
-    mke[-1, 3, 2] = STREAM_LAST  # the kernels' end, channel 3
+    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k.reshape(groups, 4),
+                    last.reshape(groups, 4)], axis=2)[:, [0, 2, 1, 3]]
+    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
     bias2 = scale * op.bias.astype(np.int64).reshape(groups, 4)
     pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
                             for t, u in DW_TAP_PAIRS], axis=1)

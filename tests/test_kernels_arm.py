@@ -407,23 +407,26 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
 }
 /* The one-pixel stream of a 1x1 stage A of 8 inputs (a_one), each channel scaled by 2^d, d = MNV2_ONE_SHIFT + shift
  * (lower.py's uniform_scale): per output channel, 2^(d + 1) bias; 2^(d + 1) times the weights of inputs (0, 2), (1, 3),
- * (4, 6), (5, 7); mult, (2 zp + 1) << (MNV2_ONE_SHIFT - 1) plus 2^(d - 1), 0 (256 on the last channel). */
+ * (4, 6), (5, 7); mult, (2 zp + 1) << (MNV2_ONE_SHIFT - 1) plus 2^(d - 1), 512 (+ 256 on the last channel); where a
+ * channel is out of reach (uniform_ok), the classic stream: doubled, (2 zp + 1) << em1, em1. wide_dw likewise. */
 static const int32_t *wide_one(const int8_t *w, int32_t out_c, const int32_t *bias, const int32_t *mult,
                                const int8_t *shift, int32_t zp)
 {
+    const int u = uniform_ok(out_c, bias, shift, MNV2_ONE_SHIFT, 8);
     int32_t *d = take(4u * (uint32_t)(out_c * 8)), *q = d;
     int32_t o;
     for (o = 0; o < out_c; ++o) {
         const int8_t *r = w + o * 8;
-        const int32_t d_ = MNV2_ONE_SHIFT + shift[o], k = 2 << d_;
+        const int32_t d_ = MNV2_ONE_SHIFT + shift[o], k = u ? 2 << d_ : 2;
         *q++ = bias ? k * bias[o] : 0;
         *q++ = pack16(k * r[0], k * r[2]);
         *q++ = pack16(k * r[1], k * r[3]);
         *q++ = pack16(k * r[4], k * r[6]);
         *q++ = pack16(k * r[5], k * r[7]);
         *q++ = mult[o];
-        *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_ONE_SHIFT - 1)) + (1 << (d_ - 1));
-        *q++ = 0;
+        *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_ONE_SHIFT - 1)) + (1 << (d_ - 1))
+                 : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o] - 1) & 31u));
+        *q++ = u ? 512 : -shift[o] - 1;
     }
     q[-1] += 256; /* the last channel marked */
     return d;
@@ -447,11 +450,12 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
 {
     static const int pairs[8] = {1, 2, 4, 5, 7, 8, 3, 6}; /* taps ky * 3 + kx, paired */
     int32_t *d = take(4u * (uint32_t)(c / 4 * 54)), *q = d;
+    const int u = uniform_ok(c, bias, shift, MNV2_DW_SHIFT, 9);
     int32_t g, t, j, k[4];
     for (g = 0; g < c; g += 4) {
         for (j = 0; j < 4; ++j) {
             int32_t sum = 0;
-            k[j] = 2 << (MNV2_DW_SHIFT + shift[g + j]); /* 2^(d + 1) */
+            k[j] = u ? 2 << (MNV2_DW_SHIFT + shift[g + j]) : 2; /* 2^(d + 1), or doubled */
             for (t = 0; t < 9; ++t) {
                 sum += w[t * c + g + j];
             }
@@ -475,8 +479,9 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
         for (j = 0; j < 4; ++j) {
             const int32_t o = j == 1 ? 2 : j == 2 ? 1 : j; /* channels 0, 2, 1, 3 */
             *q++ = mult[g + o];
-            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4;
-            *q++ = 0;
+            *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4
+                     : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + o] - 1) & 31u));
+            *q++ = u ? 512 : -shift[g + o] - 1;
         }
     }
     if (q > d) {
@@ -679,7 +684,6 @@ static int case_block(int32_t i)
                 am[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
             }
         }
-        one = one && uniform_ok(p.mid_c, ab, as, MNV2_ONE_SHIFT, 8); /* else the pair stream (one_stream_applies) */
     }
     bw = rand_w((uint32_t)(p.b_kernel * p.b_kernel * p.mid_c));
     do {
@@ -729,8 +733,7 @@ static int case_block(int32_t i)
     } else if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
-    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u)) &&
-        uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9)) {
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u))) {
         p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
     if (p.mid_c % 4 == 0 && p.out_c >= 2 && !tri && (full || (rnd() & 1u))) {

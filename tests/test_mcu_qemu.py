@@ -13,6 +13,7 @@ from codegen.checkpoint import bundled_checkpoints
 from codegen.emulate import run_firmware
 from codegen.errors import UserError
 from codegen.generate import generate, run_emulated
+from codegen.lower import classic_kernels
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.profile import symbols
 from codegen.reference import run_int8
@@ -86,7 +87,13 @@ def test_instruction_count_and_fit_96(fw96):
         wide_max = int(re.search(r"#define MNV2_DSP_WIDE_MAX (\d+)", template).group(1))
         g = gen.schedule.graph
         widest = max(g.shapes[op.input][2] for op in g.ops if op.kind == "depthwise")
-        assert ("mnv2_dsp_pair_run_raw" in symbols(gen.elf, gen.target)) == (widest > wide_max), (widest, wide_max)
+        linked = symbols(gen.elf, gen.target)
+        assert ("mnv2_dsp_pair_run_raw" in linked) == (widest > wide_max), (widest, wide_max)
+        # the classic stream kernels likewise exactly when a layer's shifts are out of uniform_scale's reach (the
+        # generator's MNV2_MODEL_ONE_CLASSIC / _DW_CLASSIC gates; the kernel tests, without them, compile both)
+        classic = classic_kernels(g)
+        assert ("mnv2_dsp_one_run_c" in linked) == classic["one"], classic
+        assert ("mnv2_dsp_dw3_run_w_c" in linked) == classic["dw"], classic
 
 
 def build_bare(t, source, elf, *defines):

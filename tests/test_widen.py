@@ -13,8 +13,8 @@ import pytest
 from codegen import requant
 from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS,
                            ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST,
-                           STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, lower,
-                           uniform_scale, widen_dw_stream, widen_one_stream, widen_stream, widenable)
+                           STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels,
+                           lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -53,26 +53,33 @@ def test_widen_stream_layout():
 def test_widen_one_stream_layout():
     # a 1x1 stage A of 8 inputs, 2 channels, scaled by 2^d, d = ONE_STREAM_SHIFT - e (e = -shift): per channel the
     # bias and the weights of inputs (0, 2), (1, 3), (4, 6), (5, 7) as int16 pairs times 2^(d + 1), multiplier,
-    # K' = (2 zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1), 0 (the last channel marked)
+    # K' = (2 zp + 1) 2^(ONE_STREAM_SHIFT - 1) + 2^(d - 1), STREAM_UNIFORM (the last channel marked)
     w = [[1, 2, 3, 4, 5, 6, 7, 8], [-1, -2, -3, -4, -5, -6, -7, -8]]
     e = (ONE_STREAM_SHIFT - 5, ONE_STREAM_SHIFT - 2)  # d = 5, 2
     op = _conv(w, shift=[-e[0], -e[1]], mult=[1 << 30, 77], activation="relu6")
     got = widen_one_stream(op, np.array([10, -20], dtype=np.int32), out_zp=2)
     assert got.size == 16
     assert got[0] == 10 * 64 and [_halves(v) for v in got[1:5]] == [(64, 192), (128, 256), (320, 448), (384, 512)]
-    assert list(got[5:8]) == [1 << 30, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 16, 0]
+    assert list(got[5:8]) == [1 << 30, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 16, STREAM_UNIFORM]
     assert got[8] == -20 * 8 and [_halves(v) for v in got[9:13]] == [(-8, -24), (-16, -32), (-40, -56), (-48, -64)]
-    assert list(got[13:]) == [77, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 2, STREAM_LAST]
+    assert list(got[13:]) == [77, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 2, STREAM_UNIFORM + STREAM_LAST]
     assert widenable(op, stage_a=True) == got.nbytes  # a projection of 8 inputs keeps the pair stream
     assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), 0).nbytes
     with pytest.raises(AssertionError):  # an odd number of channels: the pair stream
         widen_one_stream(_conv(w[:1], shift=[-e[0]], activation="relu6"), np.zeros(1, dtype=np.int32), 0)
     # no ReLU: the output zero point may be anything but MNV2_RQ_ZP_FLOOR, which mnv2_dsp_one_run needs
     assert widenable(_conv(w, shift=[-e[0], -e[1]]), stage_a=True) == widenable(op)
-    # shifts beyond uniform_scale's reach of ONE_STREAM_SHIFT (d outside [1, UNIFORM_D_MAX]): the pair stream
-    for shift in (-ONE_STREAM_SHIFT, UNIFORM_D_MAX + 1 - ONE_STREAM_SHIFT):  # d = 0, UNIFORM_D_MAX + 1
+    # shifts beyond uniform_scale's reach of ONE_STREAM_SHIFT (d = 0, UNIFORM_D_MAX + 1): the classic form, doubled
+    # bias and weights, (2 zp + 1) << em1, em1 (mnv2_dsp_one_run_c), and classic_kernels names it
+    for shift in (-ONE_STREAM_SHIFT, UNIFORM_D_MAX + 1 - ONE_STREAM_SHIFT):
         far = _conv(w, shift=[-e[0], shift], activation="relu6")
-        assert widenable(far, stage_a=True) == widenable(far)
+        got = widen_one_stream(far, np.array([10, -20], dtype=np.int32), out_zp=2)
+        assert got[0] == 20 and [_halves(v) for v in got[1:5]] == [(2, 6), (4, 8), (10, 14), (12, 16)]
+        assert list(got[5:8]) == [1 << 30, 5 << (e[0] - 1), e[0] - 1]
+        assert list(got[13:]) == [1 << 30, 5 << (-shift - 1), -shift - 1 + STREAM_LAST]
+        assert widenable(far, stage_a=True) == got.nbytes
+        assert classic_kernels(SimpleNamespace(ops=[far])) == {"one": True, "dw": False}
+    assert classic_kernels(SimpleNamespace(ops=[op])) == {"one": False, "dw": False}
 
 
 def test_uniform_scale_requantization_matches_the_reference(rng):
@@ -180,10 +187,17 @@ def test_widen_dw_stream_layout():
         order = [4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3]
         assert list(rec[42:]) == [v for j in order for v in (int(op.multiplier[j]),
                                                              -3 * 2 ** (DW_STREAM_SHIFT - 1) + k[j] // 4,
-                                                             STREAM_LAST if j == c - 1 else 0)]
+                                                             STREAM_UNIFORM + (STREAM_LAST if j == c - 1 else 0))]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
-    for far in (DW_STREAM_SHIFT, DW_STREAM_SHIFT - UNIFORM_D_MAX - 1):  # d = 0, UNIFORM_D_MAX + 1: no stream
-        assert widenable(SimpleNamespace(**{**vars(op), "shift": np.where(np.arange(c) == 3, -far, -e)})) is None
+    assert classic_kernels(SimpleNamespace(ops=[op])) == {"one": False, "dw": False}
+    for far in (DW_STREAM_SHIFT, DW_STREAM_SHIFT - UNIFORM_D_MAX - 1):  # d = 0, UNIFORM_D_MAX + 1: the classic form
+        sh = np.where(np.arange(c) == 3, -far, -e)
+        far_op = SimpleNamespace(**{**vars(op), "shift": sh})
+        got = widen_dw_stream(far_op, in_zp=5, out_zp=-2)
+        assert widenable(far_op) == got.nbytes and classic_kernels(SimpleNamespace(ops=[far_op]))["dw"]
+        assert list(got[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in range(4)]
+        assert list(got[42:54]) == [v for j in (0, 2, 1, 3) for v in (int(op.multiplier[j]), -3 << (-sh[j] - 1),
+                                                                      -sh[j] - 1)]
 
 
 def test_add_lut_layout():
