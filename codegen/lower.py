@@ -246,15 +246,11 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     out_c, n = w.shape
     assert out_c >= 2 and short_requant(op)
     pairs = out_c // 2
-    d = uniform_scale(op, PAIR_STREAM_SHIFT, n) if out_zp == -128 else None
-    scale = np.full(2 * pairs, 2, np.int64) if d is None else 2 << d[:2 * pairs]
+    scale, k, em1 = (x[:2 * pairs] for x in _stream_consts(op, out_zp, PAIR_STREAM_SHIFT, n, out_zp == -128))
     w = np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs] * scale[:, None]
     g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
-    em1, k = (x.reshape(pairs, 2) for x in _em1_k(op.shift[:2 * pairs], out_zp))
-    if d is not None:
-        k = ((2 * int(out_zp) + 1) * (1 << (PAIR_STREAM_SHIFT - 1)) + (1 << (d[:2 * pairs] - 1))).reshape(pairs, 2)
-        em1 = np.full((pairs, 2), STREAM_UNIFORM, np.int64)
+    k, em1 = k.reshape(pairs, 2), em1.reshape(pairs, 2)
     em1[-1, 1] += STREAM_LAST  # the kernel's end (its shifts read only the low byte)
     head = np.tile((bias[:2 * pairs].astype(np.int64) * scale).reshape(pairs, 2), 2)  # the four accumulators' starts
     tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k, em1], axis=1)
@@ -272,11 +268,22 @@ def uniform_scale(op, total: int, terms: int) -> np.ndarray | None:
     2^(d + 1) <= 2^8 stay within int16) and |x| 2^d < 2^30 for bias + `terms` products of at most ACC_TERM_MAX
     (2 x 2^d an int32)."""
     d = total + op.shift.astype(np.int64)
-    bias = getattr(op, "bias", None)
-    b = np.zeros(d.size, np.int64) if bias is None else np.abs(bias.astype(np.int64))
+    b = np.abs(op.bias.astype(np.int64))
     if np.any(d < 1) or np.any(d > UNIFORM_D_MAX) or np.any((b + terms * ACC_TERM_MAX) << d > (1 << 30) - 2):
         return None
     return d
+
+
+def _stream_consts(op, out_zp: int, total: int, terms: int, uniform: bool = True) -> tuple:
+    """Per output channel (the factor of its weights and bias, its rounding constant, its shift word) in a stream:
+    within uniform_scale's reach of `total` (and `uniform`), 2^(d + 1), K' = (2 out_zp + 1) 2^(total - 1) + 2^(d - 1)
+    and STREAM_UNIFORM; else the classic form, 2 (doubled), K = (2 out_zp + 1) 2^em1 and em1."""
+    d = uniform_scale(op, total, terms) if uniform else None
+    if d is None:
+        em1, k = _em1_k(op.shift, out_zp)
+        return np.full(em1.size, 2, np.int64), k, em1
+    return 2 << d, (2 * int(out_zp) + 1) * (1 << (total - 1)) + (1 << (d - 1)), np.full(d.size, STREAM_UNIFORM,
+                                                                                          np.int64)
 
 
 def one_stream_applies(op) -> bool:
@@ -302,17 +309,11 @@ def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     Out of uniform_scale's reach, the classic form (mnv2_dsp_one_run_c): the doubled bias and weights, the multiplier,
     K = (2 out_zp + 1) 2^em1 and em1."""
     assert one_stream_applies(op)
-    d = uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS)
-    if d is None:
-        em1, k = _em1_k(op.shift, out_zp)
-        scale, last = np.ones(em1.size, np.int64), em1
-    else:
-        k = (2 * int(out_zp) + 1) * (1 << (ONE_STREAM_SHIFT - 1)) + (1 << (d - 1))
-        scale, last = 1 << d, np.full(d.size, STREAM_UNIFORM, np.int64)
+    scale, k, last = _stream_consts(op, out_zp, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS)
     last[-1] += STREAM_LAST
-    w = op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64) * (2 * scale)[:, None]
+    w = op.weight.reshape(op.weight.shape[0], ONE_STREAM_INPUTS).astype(np.int64) * scale[:, None]
     pairs = _int16_pairs(w[:, [0, 1, 4, 5]], w[:, [2, 3, 6, 7]]).astype(np.int64)
-    words = np.concatenate([(2 * scale * bias.astype(np.int64))[:, None], pairs,
+    words = np.concatenate([(scale * bias.astype(np.int64))[:, None], pairs,
                             op.multiplier.astype(np.int64)[:, None], k[:, None], last[:, None]], axis=1)
     assert words.shape[1] == ONE_STREAM_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
@@ -337,15 +338,9 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     and em1 instead."""
     c = op.weight.shape[-1]
     assert dw_stream_applies(op)
-    d = uniform_scale(op, DW_STREAM_SHIFT, 9)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
-    if d is None:
-        em1, k = _em1_k(op.shift, out_zp)
-        sc, last = np.full(c, 2, np.int64), em1
-    else:
-        k = (2 * int(out_zp) + 1) * (1 << (DW_STREAM_SHIFT - 1)) + (1 << (d - 1))
-        sc, last = 2 << d, np.full(c, STREAM_UNIFORM, np.int64)
+    sc, k, last = _stream_consts(op, out_zp, DW_STREAM_SHIFT, 9)
     scale = sc.reshape(groups, 4)
     base = scale * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
     g = (w * sc).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel

@@ -28,8 +28,8 @@ def _conv(weight, shift, mult=None, activation="none"):
     w = np.asarray(weight, dtype=np.int8)
     w = w.reshape(w.shape[0], 1, 1, -1) if w.ndim == 2 else w
     mult = np.full(w.shape[0], 1 << 30, dtype=np.int32) if mult is None else np.asarray(mult, dtype=np.int32)
-    return SimpleNamespace(kind="conv", weight=w, multiplier=mult, shift=np.asarray(shift, dtype=np.int32),
-                           activation=activation, act_min=-128, act_max=127)
+    return SimpleNamespace(kind="conv", weight=w, bias=np.zeros(w.shape[0], dtype=np.int32), multiplier=mult,
+                           shift=np.asarray(shift, dtype=np.int32), activation=activation, act_min=-128, act_max=127)
 
 
 def _halves(v) -> tuple[int, int]:
