@@ -110,8 +110,9 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
 # mnv2_dw_stream build them), trading flash for the sign extensions and constant loads of the inner loops.
 WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
-# 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels); a test holds them equal.
-STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS = 4, 6, 54
+# 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels of a classic depthwise stream,
+# MNV2_DW_STREAM_WORDS_U of a uniform one); a test holds them equal.
+STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS, DW_STREAM_WORDS_U = 4, 6, 54, 52
 # The tap pairs (t, u) (taps ky * 3 + kx) of a depthwise stream, in its order (arm_dsp.c.j2's MNV2_DW_TAP_PAIRS, the
 # order of mnv2_dsp_dw3_run_s's loads); a test holds the two equal.
 DW_TAP_PAIRS = ((1, 2), (4, 5), (7, 8), (3, 6))
@@ -329,29 +330,34 @@ def dw_stream_applies(op) -> bool:
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it), each channel scaled by 2^(d + 1), d its
-    uniform_scale at DW_STREAM_SHIFT: per group of 4 channels, the scaled folded biases (bias - in_zp * the 9 weights:
-    whole windows); per tap the scaled weights of channels (0, 2) and (1, 3) as int16 pairs; the scaled biases
-    (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of channels 0, 2, 1, 3 as
-    int16 pairs; then the multiplier, K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1) and STREAM_UNIFORM of
-    channels 0, 2, 1, 3 (the order the kernels pack them in; the last channel's + STREAM_LAST). Out of
-    uniform_scale's reach, the classic form (the mnv2_dsp_dw3_*_c kernels): doubled, then K = (2 out_zp + 1) 2^em1
-    and em1 instead."""
+    uniform_scale at DW_STREAM_SHIFT: per group of 4 channels (DW_STREAM_WORDS_U words), the scaled folded biases
+    (bias - in_zp * the 9 weights: whole windows); per tap the scaled weights of channels (0, 2) and (1, 3) as int16
+    pairs; the scaled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of
+    channels 0, 2, 1, 3 as int16 pairs; then the multiplier and K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) +
+    2^(d - 1) of channels 0 and 2, then channel 1's multiplier, STREAM_UNIFORM and K', channel 3's multiplier, K' and
+    STREAM_UNIFORM (the order of the kernels' loads; the last channel's + STREAM_LAST). Out of uniform_scale's reach,
+    the classic form (the mnv2_dsp_dw3_*_c kernels, DW_STREAM_WORDS a group): doubled, then the multiplier,
+    K = (2 out_zp + 1) 2^em1 and em1 of channels 0, 2, 1, 3."""
     c = op.weight.shape[-1]
     assert dw_stream_applies(op)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
     sc, k, last = _stream_consts(op, out_zp, DW_STREAM_SHIFT, 9)
+    uniform = bool(last[0] == STREAM_UNIFORM)
     scale = sc.reshape(groups, 4)
     base = scale * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
     g = (w * sc).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
-    mke = np.stack([op.multiplier.astype(np.int64).reshape(groups, 4), k.reshape(groups, 4),
-                    last.reshape(groups, 4)], axis=2)[:, [0, 2, 1, 3]]
-    mke[-1, 3, 2] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
+    m, k, last = (v.astype(np.int64).reshape(groups, 4) for v in (op.multiplier, k, last))
+    cols = ([m[:, 0], k[:, 0], m[:, 2], k[:, 2], m[:, 1], last[:, 1], k[:, 1], m[:, 3], k[:, 3], last[:, 3]]
+            if uniform else [v[:, j] for j in (0, 2, 1, 3) for v in (m, k, last)])
+    consts = np.stack(cols, axis=1)
+    consts[-1, -1] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
     bias2 = scale * op.bias.astype(np.int64).reshape(groups, 4)
     pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
                             for t, u in DW_TAP_PAIRS], axis=1)
-    words = np.concatenate([base, taps, bias2, pairs, mke.reshape(groups, 12)], axis=1)
+    words = np.concatenate([base, taps, bias2, pairs, consts], axis=1)
+    assert words.shape[1] == (DW_STREAM_WORDS_U if uniform else DW_STREAM_WORDS)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
 
@@ -389,7 +395,8 @@ def widenable(op, stage_a: bool = False) -> int | None:
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
         return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
     if dw_stream_applies(op):
-        return 4 * DW_STREAM_WORDS * (op.weight.shape[-1] // 4)
+        uniform = uniform_scale(op, DW_STREAM_SHIFT, 9) is not None
+        return 4 * (DW_STREAM_WORDS_U if uniform else DW_STREAM_WORDS) * (op.weight.shape[-1] // 4)
     return None
 
 

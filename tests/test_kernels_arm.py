@@ -476,12 +476,19 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
             *q++ = pack16(k[1] * x[1], k[1] * y[1]);
             *q++ = pack16(k[3] * x[3], k[3] * y[3]);
         }
-        for (j = 0; j < 4; ++j) {
-            const int32_t o = j == 1 ? 2 : j == 2 ? 1 : j; /* channels 0, 2, 1, 3 */
+        for (j = 0; j < 4; ++j) { /* channels 0, 2, 1, 3: uniform (mult, K') of 0 and 2, (mult, 512, K') of 1 and
+                                   * (mult, K', 512) of 3; classic (mult, K, em1) of each */
+            const int32_t o = j == 1 ? 2 : j == 2 ? 1 : j;
+            const int32_t kk = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4
+                                 : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + o] - 1) & 31u));
             *q++ = mult[g + o];
-            *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4
-                     : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + o] - 1) & 31u));
-            *q++ = u ? 512 : -shift[g + o] - 1;
+            if (u && j == 2) {
+                *q++ = 512;
+            }
+            *q++ = kk;
+            if (!u || j == 3) {
+                *q++ = u ? 512 : -shift[g + o] - 1;
+            }
         }
     }
     if (q > d) {

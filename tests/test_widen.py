@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from codegen import requant
-from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_TAP_PAIRS, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS,
-                           ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST,
-                           STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels,
-                           lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream, widenable)
+from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, FLASH_RESERVE_BYTES,
+                           ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS,
+                           STREAM_LAST, STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened,
+                           classic_kernels, lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream,
+                           widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -165,11 +166,11 @@ def test_widen_dw_stream_layout():
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
                          shift=-e.astype(np.int32), activation="relu6", act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
-    assert got.size == 54 * c // 4 and widenable(op) == got.nbytes
+    assert got.size == 52 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
     k = [2 ** (DW_STREAM_SHIFT - int(e[j]) + 1) for j in range(c)]  # 2^(d + 1)
     for g in range(c // 4):  # per 4 channels, scaled by 2^(d + 1): folded biases, per tap (0, 2), (1, 3), biases,
-        rec = got[54 * g:54 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3, then (M, K', 0)
+        rec = got[52 * g:52 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3, then M, K' and marks
         ch = range(4 * g, 4 * g + 4)
         assert list(rec[:4]) == [k[j] * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
         want = []
@@ -183,18 +184,20 @@ def test_widen_dw_stream_layout():
         for t, u in ((1, 2), (4, 5), (7, 8), (3, 6)):  # row 0's columns 1, 2; row 1's; row 2's; column 0's rows 1, 2
             want += [(k[j] * taps[t, j], k[j] * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
         assert [_halves(v) for v in rec[26:42]] == want
-        # K' = (2 zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1); channels 0, 2, 1, 3; the last channel marked
-        order = [4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3]
-        assert list(rec[42:]) == [v for j in order for v in (int(op.multiplier[j]),
-                                                             -3 * 2 ** (DW_STREAM_SHIFT - 1) + k[j] // 4,
-                                                             STREAM_UNIFORM + (STREAM_LAST if j == c - 1 else 0))]
+        # K' = (2 zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1); (M, K') of channels 0 and 2, (M, mark, K') of channel
+        # 1, (M, K', mark) of channel 3, the last channel's mark + STREAM_LAST
+        m = [int(op.multiplier[j]) for j in ch]
+        kk = [-3 * 2 ** (DW_STREAM_SHIFT - 1) + k[j] // 4 for j in ch]
+        mark = STREAM_UNIFORM + (STREAM_LAST if g == c // 4 - 1 else 0)
+        assert list(rec[42:]) == [m[0], kk[0], m[2], kk[2], m[1], STREAM_UNIFORM, kk[1], m[3], kk[3], mark]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
     assert classic_kernels(SimpleNamespace(ops=[op])) == {"one": False, "dw": False}
     for far in (DW_STREAM_SHIFT, DW_STREAM_SHIFT - UNIFORM_D_MAX - 1):  # d = 0, UNIFORM_D_MAX + 1: the classic form
         sh = np.where(np.arange(c) == 3, -far, -e)
         far_op = SimpleNamespace(**{**vars(op), "shift": sh})
         got = widen_dw_stream(far_op, in_zp=5, out_zp=-2)
-        assert widenable(far_op) == got.nbytes and classic_kernels(SimpleNamespace(ops=[far_op]))["dw"]
+        assert got.size == 54 * c // 4 and widenable(far_op) == got.nbytes
+        assert classic_kernels(SimpleNamespace(ops=[far_op]))["dw"]
         assert list(got[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in range(4)]
         assert list(got[42:54]) == [v for j in (0, 2, 1, 3) for v in (int(op.multiplier[j]), -3 << (-sh[j] - 1),
                                                                       -sh[j] - 1)]
@@ -218,8 +221,9 @@ def test_limits_and_stream_sizes_match_the_kernels():
 
     def define(name):
         return int(re.search(rf"#define {name} (\d+)", text).group(1))
-    assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS")) == (
-        STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS)
+    assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS"),
+            define("MNV2_DW_STREAM_WORDS_U")) == (STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS,
+                                                   DW_STREAM_WORDS_U)
     assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
     pairs = re.search(r"#define MNV2_DW_TAP_PAIRS \{([\d, ]+)\}", text).group(1)
     assert [int(v) for v in pairs.split(",")] == [t for pair in DW_TAP_PAIRS for t in pair]
