@@ -327,6 +327,23 @@ def dw_stream_applies(op) -> bool:
             and short_requant(op) and relu_floor(op))
 
 
+# Channel counts given their own copy of the depthwise stream's two-window kernel (arm_dsp.c.j2's
+# mnv2_dsp_dw3_run_wN: the column stride as an immediate, one instruction less per group of 4 channels and window);
+# each copy takes about 400 bytes of code.
+DW_FIXED_MAX = 2
+
+
+def dw_fixed_channels(graph: QuantGraph) -> tuple:
+    """The channel counts (at most DW_FIXED_MAX, ascending) of the depthwise-stream layers with the most group
+    windows (output pixels x channels / 4) summed per count: those mnv2_dsp_dw3_run_wN is compiled for."""
+    windows: dict = {}
+    for op in graph.ops:
+        if dw_stream_applies(op):
+            h, w, c = graph.shapes[op.output]
+            windows[c] = windows.get(c, 0) + h * w * c // 4
+    return tuple(sorted(sorted(windows, key=lambda c: (-windows[c], c))[:DW_FIXED_MAX]))
+
+
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     """3x3 depthwise weights ([3][3][c], c a multiple of 4) and constants for the whole-window kernel (the layout of
     mnv2_block_params_t's b_ww, as arm_dsp.c.j2's mnv2_dw_stream builds it), each channel scaled by 2^(d + 1), d its

@@ -13,7 +13,7 @@ from codegen.checkpoint import bundled_checkpoints
 from codegen.emulate import run_firmware
 from codegen.errors import UserError
 from codegen.generate import generate, run_emulated
-from codegen.lower import classic_kernels
+from codegen.lower import classic_kernels, dw_fixed_channels
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.profile import symbols
 from codegen.reference import run_int8
@@ -94,6 +94,9 @@ def test_instruction_count_and_fit_96(fw96):
         classic = classic_kernels(g)
         assert ("mnv2_dsp_one_run_c" in linked) == classic["one"], classic
         assert ("mnv2_dsp_dw3_run_w_c" in linked) == classic["dw"], classic
+        # the depthwise stream's fixed-width copies exactly for the generator's channel counts (dw_fixed_channels)
+        fixed = sorted(int(m.group(1)) for name in linked if (m := re.fullmatch(r"mnv2_dsp_dw3_run_w(\d+)", name)))
+        assert fixed == list(dw_fixed_channels(g)) and fixed, fixed
 
 
 def build_bare(t, source, elf, *defines):

@@ -14,8 +14,8 @@ from codegen import requant
 from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, FLASH_RESERVE_BYTES,
                            ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS,
                            STREAM_LAST, STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened,
-                           classic_kernels, lower, uniform_scale, widen_dw_stream, widen_one_stream, widen_stream,
-                           widenable)
+                           classic_kernels, dw_fixed_channels, lower, uniform_scale, widen_dw_stream,
+                           widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -201,6 +201,22 @@ def test_widen_dw_stream_layout():
         assert list(got[:4]) == [2 * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in range(4)]
         assert list(got[42:54]) == [v for j in (0, 2, 1, 3) for v in (int(op.multiplier[j]), -3 << (-sh[j] - 1),
                                                                       -sh[j] - 1)]
+
+
+def test_dw_fixed_channels_takes_the_counts_with_most_group_windows():
+    def dw(name, c, relu=True):
+        return SimpleNamespace(kind="depthwise", name=name, output=name, weight=np.ones((3, 3, c), np.int8),
+                               bias=np.zeros(c, np.int32), multiplier=np.full(c, 1 << 30, np.int32),
+                               shift=np.full(c, -5, np.int32), activation="relu6" if relu else "none",
+                               act_min=-128, act_max=127)
+    ops = [dw("a", 16), dw("b", 48), dw("c", 48), dw("d", 96), dw("e", 192, relu=False)]
+    shapes = {"a": (48, 48, 16), "b": (24, 24, 48), "c": (24, 24, 48), "d": (12, 12, 96), "e": (48, 48, 192)}
+    graph = SimpleNamespace(ops=ops, shapes=shapes)
+    # group windows: 16: 9216, 48: 2 x 6912, 96: 3456; e has no depthwise stream (its zero point not known -128)
+    assert dw_fixed_channels(graph) == (16, 48)
+    shapes["d"] = (24, 24, 96)  # 96: 13824, as many as 48's: the smaller count first
+    assert dw_fixed_channels(graph) == (48, 96)
+    assert dw_fixed_channels(SimpleNamespace(ops=[], shapes={})) == ()
 
 
 def test_add_lut_layout():
