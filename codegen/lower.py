@@ -110,9 +110,9 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
 # mnv2_dw_stream build them), trading flash for the sign extensions and constant loads of the inner loops.
 WIDENING_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
-# 4 words per 4 inputs, MNV2_DW_STREAM_WORDS per 4 depthwise channels of a classic depthwise stream,
-# MNV2_DW_STREAM_WORDS_U of a uniform one); a test holds them equal.
-STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS, DW_STREAM_WORDS_U = 4, 6, 54, 52
+# 4 words per 4 inputs, MNV2_STREAM_TAIL_U on a stream marked STREAM_UNIFORM; MNV2_DW_STREAM_WORDS per 4 depthwise
+# channels of a classic depthwise stream, MNV2_DW_STREAM_WORDS_U of a uniform one); a test holds them equal.
+STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, DW_STREAM_WORDS, DW_STREAM_WORDS_U = 4, 6, 5, 54, 51
 # The tap pairs (t, u) (taps ky * 3 + kx) of a depthwise stream, in its order (arm_dsp.c.j2's MNV2_DW_TAP_PAIRS, the
 # order of mnv2_dsp_dw3_run_s's loads); a test holds the two equal.
 DW_TAP_PAIRS = ((1, 2), (4, 5), (7, 8), (3, 6))
@@ -239,25 +239,34 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     arm_dsp.c.j2's mnv2_widen_stream builds it): per pair of output channels (o, o + 1), their doubled biases twice; per
     group of 4 inputs (each row of kh kw in inputs zero-padded to a multiple of 4) the doubled weights as int16 pairs,
     row o's inputs (0, 2) and (1, 3), then row o + 1's; their multipliers, K = (2 out_zp + 1) 2^em1 and
-    em1, em1' (em1 = -shift - 1; the last pair's em1' + STREAM_LAST). At output zero point -128 with every channel
-    within uniform_scale's reach of PAIR_STREAM_SHIFT, each channel's biases and weights are scaled by 2^(d + 1)
-    instead of 2, K' = (2 out_zp + 1) 2^(PAIR_STREAM_SHIFT - 1) + 2^(d - 1) and the shift words are STREAM_UNIFORM
-    (the kernel's third requantization, MNV2_RQ_OUTU)."""
+    em1, em1' (em1 = -shift - 1; the last pair's em1' + STREAM_LAST). A ReLU's at output zero point -128 with every
+    channel within uniform_scale's reach of PAIR_STREAM_SHIFT (pair_stream_uniform), each channel's biases and
+    weights are scaled by 2^(d + 1) instead of 2, K' = (2 out_zp + 1) 2^(PAIR_STREAM_SHIFT - 1) + 2^(d - 1) and a
+    single shift word STREAM_UNIFORM (+ STREAM_LAST on the last pair) ends the pair's words (the kernel's third
+    requantization, MNV2_RQ_OUTU)."""
     w = op.weight.reshape(op.weight.shape[0], -1).astype(np.int64)
     out_c, n = w.shape
     assert out_c >= 2 and short_requant(op)
     pairs = out_c // 2
-    scale, k, em1 = (x[:2 * pairs] for x in _stream_consts(op, out_zp, PAIR_STREAM_SHIFT, n, out_zp == -128))
+    uniform = out_zp == -128 and pair_stream_uniform(op)
+    scale, k, em1 = (x[:2 * pairs] for x in _stream_consts(op, out_zp, PAIR_STREAM_SHIFT, n, uniform))
     w = np.pad(w, ((0, 0), (0, -n % 4)))[:2 * pairs] * scale[:, None]
     g = w.reshape(pairs, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, input
     groups = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(pairs, -1)
     k, em1 = k.reshape(pairs, 2), em1.reshape(pairs, 2)
     em1[-1, 1] += STREAM_LAST  # the kernel's end (its shifts read only the low byte)
     head = np.tile((bias[:2 * pairs].astype(np.int64) * scale).reshape(pairs, 2), 2)  # the four accumulators' starts
-    tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k, em1], axis=1)
+    tail = np.concatenate([op.multiplier[:2 * pairs].astype(np.int64).reshape(pairs, 2), k,
+                           em1[:, 1:] if uniform else em1], axis=1)
     words = np.concatenate([head, groups.astype(np.int64), tail], axis=1)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
+
+
+def pair_stream_uniform(op) -> bool:
+    """Whether a conv's pair stream at output zero point -128 takes the uniform form: a ReLU's (relu_floor: its zero
+    point is -128) with every channel within uniform_scale's reach of PAIR_STREAM_SHIFT."""
+    return relu_floor(op) and uniform_scale(op, PAIR_STREAM_SHIFT, int(np.prod(op.weight.shape[1:]))) is not None
 
 
 def uniform_scale(op, total: int, terms: int) -> np.ndarray | None:
@@ -351,8 +360,8 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     (bias - in_zp * the 9 weights: whole windows); per tap the scaled weights of channels (0, 2) and (1, 3) as int16
     pairs; the scaled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of
     channels 0, 2, 1, 3 as int16 pairs; then the multiplier and K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) +
-    2^(d - 1) of channels 0 and 2, then channel 1's multiplier, STREAM_UNIFORM and K', channel 3's multiplier, K' and
-    STREAM_UNIFORM (the order of the kernels' loads; the last channel's + STREAM_LAST). Out of uniform_scale's reach,
+    2^(d - 1) of channels 0, 2, 1, 3 (the order of the kernels' loads) and STREAM_UNIFORM (the last group's +
+    STREAM_LAST). Out of uniform_scale's reach,
     the classic form (the mnv2_dsp_dw3_*_c kernels, DW_STREAM_WORDS a group): doubled, then the multiplier,
     K = (2 out_zp + 1) 2^em1 and em1 of channels 0, 2, 1, 3."""
     c = op.weight.shape[-1]
@@ -366,10 +375,10 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     g = (w * sc).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
     taps = _int16_pairs(g[..., [0, 1]], g[..., [2, 3]]).reshape(groups, 18).astype(np.int64)
     m, k, last = (v.astype(np.int64).reshape(groups, 4) for v in (op.multiplier, k, last))
-    cols = ([m[:, 0], k[:, 0], m[:, 2], k[:, 2], m[:, 1], last[:, 1], k[:, 1], m[:, 3], k[:, 3], last[:, 3]]
-            if uniform else [v[:, j] for j in (0, 2, 1, 3) for v in (m, k, last)])
+    cols = (([v[:, j] for j in (0, 2, 1, 3) for v in (m, k)] + [last[:, 3]]) if uniform
+            else [v[:, j] for j in (0, 2, 1, 3) for v in (m, k, last)])
     consts = np.stack(cols, axis=1)
-    consts[-1, -1] += STREAM_LAST  # the kernels' end, channel 3 (their shifts read only the low byte)
+    consts[-1, -1] += STREAM_LAST  # the kernels' end, the last word (a classic one's shifts read only the low byte)
     bias2 = scale * op.bias.astype(np.int64).reshape(groups, 4)
     pairs = np.concatenate([_int16_pairs(g[:, t][:, [0, 2, 1, 3]], g[:, u][:, [0, 2, 1, 3]]).astype(np.int64)
                             for t, u in DW_TAP_PAIRS], axis=1)
@@ -410,7 +419,8 @@ def widenable(op, stage_a: bool = False) -> int | None:
     if (op.kind == "conv" and op.weight.shape[0] >= 2 and (op.weight.shape[1] > 1 or op.weight.shape[-1] % 4 == 0)
             and short_requant(op)):
         n4 = -(-int(np.prod(op.weight.shape[1:])) // 4)
-        return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + STREAM_TAIL_WORDS)
+        tail = STREAM_TAIL_WORDS_U if pair_stream_uniform(op) else STREAM_TAIL_WORDS
+        return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + tail)
     if dw_stream_applies(op):
         uniform = uniform_scale(op, DW_STREAM_SHIFT, 9) is not None
         return 4 * (DW_STREAM_WORDS_U if uniform else DW_STREAM_WORDS) * (op.weight.shape[-1] // 4)
@@ -594,7 +604,9 @@ def _block_units(unit) -> tuple:
 def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozenset:
     """The block stages whose weights are widened (and residual ADDs given tables) within `budget` extra flash bytes:
     most pixels first (each weight of a stage is used once per pixel it computes, so those save the most
-    instructions per byte), depthwise before 1x1 and ADD at equal pixels (more saved per weight), then by name."""
+    instructions per byte); at equal pixels the depthwise (more saved per weight), the residual ADD's table (2 KB,
+    about 18 instructions saved per output), the projection (its int8 kernel, mnv2_dsp_pair_run, the slower one),
+    then stage A (mnv2_dsp_tri_run on int8 weights); then by name."""
     ops = {op.name: op for op in graph.ops}
     cands = []
     for unit in plan.units:
@@ -604,7 +616,8 @@ def choose_widened(graph: QuantGraph, plan: MemoryPlan, budget: int) -> frozense
                 extra = widenable(op, stage_a=name == part.a) if op is not None else None
                 if extra is not None:
                     h, wd, _ = graph.shapes[op.output]
-                    cands.append((-h * wd, op.kind != "depthwise", name, extra))
+                    rank = (op.kind != "depthwise", op.kind != "add", name != part.c)
+                    cands.append((-h * wd, rank, name, extra))
     chosen, left = [], budget
     for _, _, name, extra in sorted(cands):
         if extra <= left:

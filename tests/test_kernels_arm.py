@@ -357,7 +357,8 @@ static int inplace_legal(const mnv2_block_params_t *p)
  * 1's; mult, mult, (2 zp + 1) << em1 of each channel, em1 of each (+ 256 on the last pair's second). A 3x3
  * depthwise [9][c]: per 4 channels, 2 (bias - in_zp * the 9 weights); per tap, the doubled weights of channels
  * (0, 2), (1, 3); 2 bias; per tap pair, the doubled weights of channels 0, 2, 1, 3; mult, (2 zp + 1) << em1, em1 of
- * channels 0, 2, 1, 3 (+ 256 on the last channel). int16 pairs, the low half first. */
+ * channels 0, 2, 1, 3 (+ 256 on the last channel). int16 pairs, the low half first. The scaled (uniform) forms
+ * below keep one shift word a pair or group. */
 static int32_t pack16(int32_t lo, int32_t hi)
 {
     return (int32_t)(((uint32_t)lo & 0xFFFFu) | ((uint32_t)hi << 16));
@@ -365,7 +366,7 @@ static int32_t pack16(int32_t lo, int32_t hi)
 static int uniform_ok(int32_t n, const int32_t *bias, const int8_t *shift, int32_t shift_, int32_t terms);
 /* wide_conv at output zero point -128 with every channel within reach of MNV2_PAIR_SHIFT (uniform_ok), 3 times in 4
  * scaled as lower.py's widen_stream does: biases and weights times 2^(d + 1), d = MNV2_PAIR_SHIFT + shift, K' =
- * (2 zp + 1) << (MNV2_PAIR_SHIFT - 1) plus 2^(d - 1), both shift words 512 (MNV2_STREAM_UNIFORM). */
+ * (2 zp + 1) << (MNV2_PAIR_SHIFT - 1) plus 2^(d - 1), one shift word 512 (MNV2_STREAM_UNIFORM). */
 static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const int32_t *bias, const int32_t *mult,
                                 const int8_t *shift, int32_t zp)
 {
@@ -397,8 +398,10 @@ static const int32_t *wide_conv(const int8_t *w, int32_t out_c, int32_t n, const
             *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_PAIR_SHIFT - 1)) + k[j] / 4
                      : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[o + j] - 1) & 31u));
         }
-        *q++ = u ? 512 : -shift[o] - 1;
-        *q++ = u ? 512 : -shift[o + 1] - 1;
+        *q++ = u ? 512 : -shift[o] - 1; /* uniform: one shift word */
+        if (!u) {
+            *q++ = -shift[o + 1] - 1;
+        }
     }
     if (q > d) {
         q[-1] += 256; /* the last pair marked */
@@ -476,16 +479,12 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
             *q++ = pack16(k[1] * x[1], k[1] * y[1]);
             *q++ = pack16(k[3] * x[3], k[3] * y[3]);
         }
-        for (j = 0; j < 4; ++j) { /* channels 0, 2, 1, 3: uniform (mult, K') of 0 and 2, (mult, 512, K') of 1 and
-                                   * (mult, K', 512) of 3; classic (mult, K, em1) of each */
+        for (j = 0; j < 4; ++j) { /* channels 0, 2, 1, 3: uniform (mult, K') of each, then 512; classic (mult, K,
+                                   * em1) of each */
             const int32_t o = j == 1 ? 2 : j == 2 ? 1 : j;
-            const int32_t kk = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4
-                                 : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + o] - 1) & 31u));
             *q++ = mult[g + o];
-            if (u && j == 2) {
-                *q++ = 512;
-            }
-            *q++ = kk;
+            *q++ = u ? (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[o] / 4
+                     : (int32_t)((uint32_t)(2 * zp + 1) << ((uint32_t)(-shift[g + o] - 1) & 31u));
             if (!u || j == 3) {
                 *q++ = u ? 512 : -shift[g + o] - 1;
             }

@@ -13,8 +13,8 @@ import pytest
 from codegen import requant
 from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, FLASH_RESERVE_BYTES,
                            ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS,
-                           STREAM_LAST, STREAM_TAIL_WORDS, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened,
-                           classic_kernels, dw_fixed_channels, lower, uniform_scale, widen_dw_stream,
+                           STREAM_LAST, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut,
+                           choose_widened, classic_kernels, dw_fixed_channels, lower, uniform_scale, widen_dw_stream,
                            widen_one_stream, widen_stream, widenable)
 from codegen.memory import plan
 from codegen.pipeline import CalibOptions, compile_front
@@ -65,11 +65,12 @@ def test_widen_one_stream_layout():
     assert got[8] == -20 * 8 and [_halves(v) for v in got[9:13]] == [(-8, -24), (-16, -32), (-40, -56), (-48, -64)]
     assert list(got[13:]) == [77, 5 * 2 ** (ONE_STREAM_SHIFT - 1) + 2, STREAM_UNIFORM + STREAM_LAST]
     assert widenable(op, stage_a=True) == got.nbytes  # a projection of 8 inputs keeps the pair stream
-    assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), 0).nbytes
+    assert widenable(op) == widen_stream(op, np.zeros(2, dtype=np.int32), -128).nbytes  # a ReLU's zero point
     with pytest.raises(AssertionError):  # an odd number of channels: the pair stream
         widen_one_stream(_conv(w[:1], shift=[-e[0]], activation="relu6"), np.zeros(1, dtype=np.int32), 0)
     # no ReLU: the output zero point may be anything but MNV2_RQ_ZP_FLOOR, which mnv2_dsp_one_run needs
-    assert widenable(_conv(w, shift=[-e[0], -e[1]]), stage_a=True) == widenable(op)
+    plain = _conv(w, shift=[-e[0], -e[1]])
+    assert widenable(plain, stage_a=True) == widen_stream(plain, np.zeros(2, dtype=np.int32), 0).nbytes
     # shifts beyond uniform_scale's reach of ONE_STREAM_SHIFT (d = 0, UNIFORM_D_MAX + 1): the classic form, doubled
     # bias and weights, (2 zp + 1) << em1, em1 (mnv2_dsp_one_run_c), and classic_kernels names it
     for shift in (-ONE_STREAM_SHIFT, UNIFORM_D_MAX + 1 - ONE_STREAM_SHIFT):
@@ -115,28 +116,32 @@ def test_widen_stream_uniform_matches_the_reference(rng):
     shift = -rng.integers(PAIR_STREAM_SHIFT - UNIFORM_D_MAX, PAIR_STREAM_SHIFT, size=out_c)
     shift[:2] = -(PAIR_STREAM_SHIFT - np.array([1, UNIFORM_D_MAX]))  # both ends of the reach
     w = rng.integers(-127, 128, size=(out_c, n))
-    op = _conv(w, shift=shift, mult=rng.integers(1 << 30, 1 << 31, size=out_c), activation="relu6")
+    op = _conv(w.reshape(out_c, 3, 3, 3), shift=shift, mult=rng.integers(1 << 30, 1 << 31, size=out_c),
+               activation="relu6")
     bias = rng.integers(-40000, 40000, size=out_c).astype(np.int32)
     words = widen_stream(op, bias, out_zp=-128).astype(np.int64).reshape(out_c // 2, -1)
     x = rng.integers(-128, 128, size=(5000, n + 1))
     x[:, n] = 0
     got = []
     for i, pr in enumerate(words):
-        lo, hi = np.vectorize(_halves, otypes=[np.int64, np.int64])(pr[4:-6].reshape(-1, 4))  # group, row o/o+1 words
+        lo, hi = np.vectorize(_halves, otypes=[np.int64, np.int64])(pr[4:-5].reshape(-1, 4))  # group, row o/o+1 words
         for row in range(2):  # row o's words 0, 1 of a group: inputs (0, 2), (1, 3); row o + 1's: words 2, 3
             wl = np.stack([lo[:, 2 * row], lo[:, 2 * row + 1]], axis=1).reshape(-1)  # inputs 0, 1 of each group
             wh = np.stack([hi[:, 2 * row], hi[:, 2 * row + 1]], axis=1).reshape(-1)  # inputs 2, 3
             xi = x.reshape(len(x), -1, 4)
             acc2 = pr[row] + xi[:, :, [0, 1]].reshape(len(x), -1) @ wl + xi[:, :, [2, 3]].reshape(len(x), -1) @ wh
             assert np.all(np.abs(acc2) < 2 ** 31)
-            r = (acc2 * pr[-6 + row] + (pr[-4 + row] << 32)) >> 32  # SMMLA
+            r = (acc2 * pr[-5 + row] + (pr[-3 + row] << 32)) >> 32  # SMMLA
             got.append(np.clip(r >> PAIR_STREAM_SHIFT, -128, 127))  # SSAT #8, asr #PAIR_STREAM_SHIFT
-        assert list(pr[-2:]) == [STREAM_UNIFORM, STREAM_UNIFORM + (STREAM_LAST if i == len(words) - 1 else 0)]
+        assert pr[-1] == STREAM_UNIFORM + (STREAM_LAST if i == len(words) - 1 else 0)  # the one shift word
     want = requant.requantize(bias + x[:, :n] @ w.T, op.multiplier, op.shift, -128, -128, 127)
     assert np.array_equal(np.stack(got, axis=1), want)
+    assert words.size == out_c // 2 * (STREAM_HEAD_WORDS + 4 * 7 + STREAM_TAIL_WORDS_U)
+    assert widenable(op) == 4 * words.size
     # another zero point, or a channel beyond reach: the doubled stream, shift words em1
     for zp, sh in ((-127, shift), (-128, np.where(np.arange(out_c) == 5, -PAIR_STREAM_SHIFT, shift))):
         plain = widen_stream(_conv(w, shift=sh, activation="relu6"), bias, out_zp=zp).reshape(out_c // 2, -1)
+        assert plain.shape[1] == STREAM_HEAD_WORDS + 4 * 7 + STREAM_TAIL_WORDS
         assert list(plain[:, 0]) == list(2 * bias[::2]) and list(plain[-1, -2:]) == [-sh[-2] - 1,
                                                                                    -sh[-1] - 1 + STREAM_LAST]
 
@@ -166,11 +171,11 @@ def test_widen_dw_stream_layout():
                          multiplier=np.arange(c, dtype=np.int32) + (1 << 30),
                          shift=-e.astype(np.int32), activation="relu6", act_min=-128, act_max=127)
     got = widen_dw_stream(op, in_zp=5, out_zp=-2)
-    assert got.size == 52 * c // 4 and widenable(op) == got.nbytes
+    assert got.size == 51 * c // 4 and widenable(op) == got.nbytes
     taps = w.reshape(9, c).astype(int)
     k = [2 ** (DW_STREAM_SHIFT - int(e[j]) + 1) for j in range(c)]  # 2^(d + 1)
     for g in range(c // 4):  # per 4 channels, scaled by 2^(d + 1): folded biases, per tap (0, 2), (1, 3), biases,
-        rec = got[52 * g:52 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3, then M, K' and marks
+        rec = got[51 * g:51 * (g + 1)]  # the tap pairs (w_t, w_u) of channels 0, 2, 1, 3, then (M, K'), the mark
         ch = range(4 * g, 4 * g + 4)
         assert list(rec[:4]) == [k[j] * (int(op.bias[j]) - 5 * int(taps[:, j].sum())) for j in ch]
         want = []
@@ -184,12 +189,12 @@ def test_widen_dw_stream_layout():
         for t, u in ((1, 2), (4, 5), (7, 8), (3, 6)):  # row 0's columns 1, 2; row 1's; row 2's; column 0's rows 1, 2
             want += [(k[j] * taps[t, j], k[j] * taps[u, j]) for j in (4 * g, 4 * g + 2, 4 * g + 1, 4 * g + 3)]
         assert [_halves(v) for v in rec[26:42]] == want
-        # K' = (2 zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1); (M, K') of channels 0 and 2, (M, mark, K') of channel
-        # 1, (M, K', mark) of channel 3, the last channel's mark + STREAM_LAST
+        # K' = (2 zp + 1) 2^(DW_STREAM_SHIFT - 1) + 2^(d - 1); (M, K') of channels 0, 2, 1, 3, then the mark (the last
+        # group's + STREAM_LAST)
         m = [int(op.multiplier[j]) for j in ch]
         kk = [-3 * 2 ** (DW_STREAM_SHIFT - 1) + k[j] // 4 for j in ch]
         mark = STREAM_UNIFORM + (STREAM_LAST if g == c // 4 - 1 else 0)
-        assert list(rec[42:]) == [m[0], kk[0], m[2], kk[2], m[1], STREAM_UNIFORM, kk[1], m[3], kk[3], mark]
+        assert list(rec[42:]) == [m[0], kk[0], m[2], kk[2], m[1], kk[1], m[3], kk[3], mark]
     assert widenable(SimpleNamespace(**{**vars(op), "activation": "none"})) is None  # zero point not known -128
     assert classic_kernels(SimpleNamespace(ops=[op])) == {"one": False, "dw": False}
     for far in (DW_STREAM_SHIFT, DW_STREAM_SHIFT - UNIFORM_D_MAX - 1):  # d = 0, UNIFORM_D_MAX + 1: the classic form
@@ -237,9 +242,9 @@ def test_limits_and_stream_sizes_match_the_kernels():
 
     def define(name):
         return int(re.search(rf"#define {name} (\d+)", text).group(1))
-    assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_DW_STREAM_WORDS"),
-            define("MNV2_DW_STREAM_WORDS_U")) == (STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, DW_STREAM_WORDS,
-                                                   DW_STREAM_WORDS_U)
+    assert (define("MNV2_STREAM_HEAD"), define("MNV2_STREAM_TAIL"), define("MNV2_STREAM_TAIL_U"),
+            define("MNV2_DW_STREAM_WORDS"), define("MNV2_DW_STREAM_WORDS_U")) == (
+        STREAM_HEAD_WORDS, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, DW_STREAM_WORDS, DW_STREAM_WORDS_U)
     assert re.search(r"set stream_last = (\d+) ", text).group(1) == str(STREAM_LAST)
     pairs = re.search(r"#define MNV2_DW_TAP_PAIRS \{([\d, ]+)\}", text).group(1)
     assert [int(v) for v in pairs.split(",")] == [t for pair in DW_TAP_PAIRS for t in pair]
@@ -291,6 +296,17 @@ def test_choice_stays_within_the_budget_most_pixels_first(graph_plan):
     top = sorted(stages, key=lambda s: -s[0])
     k = next(i for i in range(1, len(top)) if top[i][0] < top[i - 1][0])  # the stages of the most pixels
     assert choose_widened(g, p, sum(s[2] for s in top[:k])) == {s[1] for s in top[:k]}
+    # at equal pixels: depthwise, the ADD's table, the projection, then stage A (an expansion)
+    parts = {name: role for unit in p.units
+             for part in (unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ())
+             for role, name in (("a", part.a), ("b", part.b), ("c", part.c), ("add", part.add)) if name}
+    for px in sorted({s[0] for s in stages}, reverse=True):
+        if {parts[s[1]] for s in stages if s[0] == px} == {"a", "b", "c", "add"}:
+            break
+    before = [s for s in stages if s[0] > px or (s[0] == px and parts[s[1]] != "a")]
+    assert choose_widened(g, p, sum(s[2] for s in before)) == {s[1] for s in before}
+    no_proj = [s for s in before if s[0] > px or parts[s[1]] != "c"]
+    assert choose_widened(g, p, sum(s[2] for s in no_proj)) == {s[1] for s in no_proj}
 
 
 def test_only_dsp_targets_get_widened_weights(graph_plan):
