@@ -263,6 +263,12 @@ def widen_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
     return words.astype(np.int32).reshape(-1)
 
 
+def dw_stream_uniform(op) -> bool:
+    """Whether a depthwise layer's stream takes the uniform form: every channel within uniform_scale's reach of
+    DW_STREAM_SHIFT over the 9 taps (else the classic form, the mnv2_dsp_dw3_*_c kernels)."""
+    return uniform_scale(op, DW_STREAM_SHIFT, 9) is not None
+
+
 def pair_stream_uniform(op) -> bool:
     """Whether a conv's pair stream at output zero point -128 takes the uniform form: a ReLU's (relu_floor: its zero
     point is -128) with every channel within uniform_scale's reach of PAIR_STREAM_SHIFT."""
@@ -308,7 +314,7 @@ def classic_kernels(graph: QuantGraph) -> dict:
     kernels are compiled only then)."""
     return {"one": any(one_stream_applies(op) and uniform_scale(op, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS) is None
                        for op in graph.ops),
-            "dw": any(dw_stream_applies(op) and uniform_scale(op, DW_STREAM_SHIFT, 9) is None for op in graph.ops)}
+            "dw": any(dw_stream_applies(op) and not dw_stream_uniform(op) for op in graph.ops)}
 
 
 def widen_one_stream(op, bias: np.ndarray, out_zp: int) -> np.ndarray:
@@ -361,15 +367,14 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     pairs; the scaled biases (windows crossing the edge); per tap pair (t, u) of DW_TAP_PAIRS the scaled (w_t, w_u) of
     channels 0, 2, 1, 3 as int16 pairs; then the multiplier and K' = (2 out_zp + 1) 2^(DW_STREAM_SHIFT - 1) +
     2^(d - 1) of channels 0, 2, 1, 3 (the order of the kernels' loads) and STREAM_UNIFORM (the last group's +
-    STREAM_LAST). Out of uniform_scale's reach,
-    the classic form (the mnv2_dsp_dw3_*_c kernels, DW_STREAM_WORDS a group): doubled, then the multiplier,
-    K = (2 out_zp + 1) 2^em1 and em1 of channels 0, 2, 1, 3."""
+    STREAM_LAST). Out of uniform_scale's reach (dw_stream_uniform), the classic form (the mnv2_dsp_dw3_*_c kernels,
+    DW_STREAM_WORDS a group): doubled, then the multiplier, K = (2 out_zp + 1) 2^em1 and em1 of channels 0, 2, 1, 3."""
     c = op.weight.shape[-1]
     assert dw_stream_applies(op)
     w = op.weight.reshape(9, c).astype(np.int64)
     groups = c // 4
     sc, k, last = _stream_consts(op, out_zp, DW_STREAM_SHIFT, 9)
-    uniform = bool(last[0] == STREAM_UNIFORM)
+    uniform = dw_stream_uniform(op)
     scale = sc.reshape(groups, 4)
     base = scale * (op.bias.astype(np.int64) - int(in_zp) * w.sum(axis=0)).reshape(groups, 4)
     g = (w * sc).reshape(9, groups, 4).transpose(1, 0, 2)  # group, tap, channel
@@ -422,8 +427,7 @@ def widenable(op, stage_a: bool = False) -> int | None:
         tail = STREAM_TAIL_WORDS_U if pair_stream_uniform(op) else STREAM_TAIL_WORDS
         return 4 * (op.weight.shape[0] // 2) * (STREAM_HEAD_WORDS + 4 * n4 + tail)
     if dw_stream_applies(op):
-        uniform = uniform_scale(op, DW_STREAM_SHIFT, 9) is not None
-        return 4 * (DW_STREAM_WORDS_U if uniform else DW_STREAM_WORDS) * (op.weight.shape[-1] // 4)
+        return 4 * (DW_STREAM_WORDS_U if dw_stream_uniform(op) else DW_STREAM_WORDS) * (op.weight.shape[-1] // 4)
     return None
 
 
