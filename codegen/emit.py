@@ -207,7 +207,7 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
         "mnv2_kernels.c": env.get_template(f"kernels/{schedule.target.kernels}.c.j2").render(
             provenance=provenance, mid_max=max((g.shapes[op.input][2] for op in g.ops if op.kind == "depthwise"),
                                                default=0), classic=classic_kernels(g),
-            dw_fixed=list(dw_fixed_channels(g))),
+            dw_fixed=list(dw_fixed_channels(g, schedule.dwi)), dwi=bool(schedule.dwi)),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }
     inputs = None

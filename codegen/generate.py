@@ -13,8 +13,8 @@ from .build import build
 from .emit import check_output_dir, render, update_metadata, write_project
 from .emulate import EmulatorRun, default_timeout, run_firmware
 from .errors import UserError
-from .lower import Schedule, lower
-from .memory import plan, replay
+from .lower import PADDED_KERNELS, Schedule, lower
+from .memory import padded_blocks, plan, replay
 from .pipeline import CalibOptions, Compiled, compile_front
 from .reference import run_int8
 from .run import CModel, run_host_program
@@ -77,6 +77,18 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
 
 
 
+def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None) -> tuple:
+    """(memory plan, schedule) for the target: on targets with the interleaved depthwise (PADDED_KERNELS) the plan
+    pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
+    flash budget) alone."""
+    mem_plan = plan(graph, strategy, padded_rows=target.kernels in PADDED_KERNELS)
+    schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
+    if {u.b for u in padded_blocks(mem_plan)} != schedule.dwi:
+        mem_plan = plan(graph, strategy, padded_rows=schedule.dwi)
+        schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
+    return mem_plan, schedule
+
+
 def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, output: str | None,
              force: bool = False, asan: bool = False, progress: bool = False, sram: int | None = None,
              flash: int | None = None, fit_check: bool = True, test_inputs: np.ndarray | None = None,
@@ -91,9 +103,8 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         check_output_dir(Path(output), force)
     if compiled is None:
         compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
-    mem_plan = plan(compiled.quant_graph, strategy)
+    mem_plan, schedule = plan_and_lower(compiled.quant_graph, strategy, target, speed_flash)
     replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
-    schedule = lower(compiled.quant_graph, mem_plan, target, widen_budget=speed_flash)
     g = compiled.quant_graph
     h, w = g.info.resolution
     what = f"MobileNetV2 alpha {g.info.alpha:g} {h}x{w}"

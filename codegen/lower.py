@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class Step:
     summary: str  # human-readable one-liner for comments
     scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
     call_args: tuple | None = None  # the constant arguments of the call; None: the arrays' symbols
+    dwi: tuple = ()  # the depthwise ops it runs on the interleaved kernel (FAST_DWI)
 
     @property
     def args(self) -> tuple:
@@ -49,6 +50,11 @@ class Schedule:
     plan: MemoryPlan
     target: Target
     steps: tuple  # tuple[Step, ...]
+
+    @property
+    def dwi(self) -> frozenset:
+        """The depthwise ops on the interleaved kernel (FAST_DWI)."""
+        return frozenset(name for s in self.steps for name in s.dwi)
 
     @property
     def macs(self) -> int:
@@ -109,6 +115,9 @@ def _arrays(cname: str, op, with_requant: bool = True, bias: np.ndarray | None =
 # (the block parameters a_ww, b_ww, c_ww: templates/kernels/arm_dsp.c.j2's streams, as mnv2_widen_stream and
 # mnv2_dw_stream build them), trading flash for the sign extensions and constant loads of the inner loops.
 WIDENING_KERNELS = ("arm_dsp",)
+# The kernels with the interleaved depthwise (mnv2_dsp_dwi_run), for which the memory plan pads the mid rows that it
+# may take (memory.py's paddable).
+PADDED_KERNELS = ("arm_dsp",)
 # Stream sizes in int32 words (arm_dsp.c.j2's MNV2_STREAM_HEAD / MNV2_STREAM_TAIL per output channel pair around its
 # 4 words per 4 inputs, MNV2_STREAM_TAIL_U on a stream marked STREAM_UNIFORM; MNV2_DW_STREAM_WORDS per 4 depthwise
 # channels of a classic depthwise stream, MNV2_DW_STREAM_WORDS_U of a uniform one); a test holds them equal.
@@ -160,7 +169,7 @@ def short_requant(op) -> bool:
 
 # Bits of the kernels' `fast` parameter (mnv2_kernels.h.j2's MNV2_FAST_*; a test holds the two equal): the short
 # paths of the Arm DSP kernels that a layer's constants allow, decided here once instead of at every call.
-FAST_A, FAST_DW, FAST_PROJ, FAST_ADD, FAST_ADD_LUT = 1, 2, 4, 8, 16
+FAST_A, FAST_DW, FAST_PROJ, FAST_ADD, FAST_ADD_LUT, FAST_DWI = 1, 2, 4, 8, 16, 32
 # The largest accumulator term: an int8 weight times an input minus its zero point.
 ACC_TERM_MAX = 255 * 128
 
@@ -344,19 +353,32 @@ def dw_stream_applies(op) -> bool:
 
 # Channel counts given their own copy of the depthwise stream's two-window kernel (arm_dsp.c.j2's
 # mnv2_dsp_dw3_run_wN: the column stride as an immediate, one instruction less per group of 4 channels and window);
-# each copy takes about 400 bytes of code.
-DW_FIXED_MAX = 2
+# each copy takes about 370 bytes of code, given where it saves at least DW_FIXED_MIN_WINDOWS instructions: at most
+# DW_FIXED_MAX, one with the interleaved depthwise's code in the model (two would leave alpha 0.35 @ 144 over 32 KiB
+# on the cortex-m7).
+DW_FIXED_MAX, DW_FIXED_MIN_WINDOWS = 2, 2000
 
 
-def dw_fixed_channels(graph: QuantGraph) -> tuple:
-    """The channel counts (at most DW_FIXED_MAX, ascending) of the depthwise-stream layers with the most group
-    windows (output pixels x channels / 4) summed per count: those mnv2_dsp_dw3_run_wN is compiled for."""
+def _whole(out: int, size: int, stride: int, pad: int) -> int:
+    """Output positions whose 3-tap window lies inside an input of `size`."""
+    return sum(1 for o in range(out) if 0 <= o * stride - pad and o * stride - pad + 2 < size)
+
+
+def dw_fixed_channels(graph: QuantGraph, dwi: frozenset = frozenset()) -> tuple:
+    """The channel counts (ascending; at most DW_FIXED_MAX, 1 where `dwi` has layers; each with at least
+    DW_FIXED_MIN_WINDOWS) of the depthwise-stream layers with the most group windows that the two-window kernel runs
+    (whole windows x channels / 4, in rows of at least 4 pixels: narrower rows run as a triple) summed per count: those
+    mnv2_dsp_dw3_run_wN is compiled for. Layers in `dwi` (on the interleaved kernel) do not count."""
     windows: dict = {}
     for op in graph.ops:
-        if dw_stream_applies(op):
-            h, w, c = graph.shapes[op.output]
-            windows[c] = windows.get(c, 0) + h * w * c // 4
-    return tuple(sorted(sorted(windows, key=lambda c: (-windows[c], c))[:DW_FIXED_MAX]))
+        if dw_stream_applies(op) and op.name not in dwi:
+            ih, iw, c = graph.shapes[op.input]
+            h, w, _ = graph.shapes[op.output]
+            n = (_whole(h, ih, op.stride, op.padding[0]) * _whole(w, iw, op.stride, op.padding[2]) * c // 4
+                 if w >= 4 else 0)
+            windows[c] = windows.get(c, 0) + n
+    best = sorted((c for c in windows if windows[c] >= DW_FIXED_MIN_WINDOWS), key=lambda c: (-windows[c], c))
+    return tuple(sorted(best[:1 if dwi else DW_FIXED_MAX]))
 
 
 def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
@@ -391,6 +413,52 @@ def widen_dw_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     assert words.shape[1] == (DW_STREAM_WORDS_U if uniform else DW_STREAM_WORDS)
     assert np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
+
+
+# Words per 2 channels of an interleaved depthwise stream (arm_dsp.c.j2's MNV2_DWI_WORDS; a test holds the two equal).
+DWI_WORDS = 21
+# The step word's mark of an interleaved depthwise stream's last channel pair (arm_dsp.c.j2's MNV2_DWI_LAST).
+DWI_LAST = 256
+# The widest blocks the interleaved depthwise takes (arm_dsp.c.j2's MNV2_DSP_WIDE_MAX: the widened pair on the stack;
+# MNV2_DSP_PROJ_MAX: a residual block's projected pair on the stack).
+DWI_MID_MAX, DWI_OUT_MAX = 640, 256
+
+
+def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
+    """3x3 stride-1 depthwise weights ([3][3][c], c a multiple of 4, dw_stream_uniform) and constants for the
+    interleaved kernel (arm_dsp.c.j2's mnv2_dsp_dwi_run, mnv2_block_params_t's b_ww under MNV2_FAST_DWI): per pair of
+    channels (c, c + 1), DWI_WORDS words, each channel scaled by 2^(d + 1) as in widen_dw_stream: the scaled folded
+    biases of c, c, c + 1, c + 1 (the four accumulators' starts: two output pixels); per window row the int16 pairs
+    (w0, w1) and (w1, w2) of channel c, then of c + 1; the multiplier and K' of c, then of c + 1; the step of the
+    widened pair's pointer after the pair's outputs (4 after channels 4k, 4k + 1; 12 after 4k + 2, 4k + 3; the last
+    pair's + DWI_LAST)."""
+    c = op.weight.shape[-1]
+    assert dw_stream_applies(op) and dw_stream_uniform(op) and op.stride == 1
+    w = op.weight.reshape(3, 3, c).astype(np.int64)
+    sc, k, _ = _stream_consts(op, out_zp, DW_STREAM_SHIFT, 9)
+    base = sc * (op.bias.astype(np.int64) - int(in_zp) * w.reshape(9, c).sum(axis=0))
+    ws = w * sc  # row, column, channel
+    pairs = c // 2
+    heads = np.repeat(base.reshape(pairs, 2), 2, axis=1)  # c, c, c + 1, c + 1
+    rows = []
+    for r in range(3):
+        w01 = _int16_pairs(ws[r, 0], ws[r, 1]).astype(np.int64).reshape(pairs, 2)
+        w12 = _int16_pairs(ws[r, 1], ws[r, 2]).astype(np.int64).reshape(pairs, 2)
+        rows.append(np.stack([w01[:, 0], w12[:, 0], w01[:, 1], w12[:, 1]], axis=1))
+    m = op.multiplier.astype(np.int64).reshape(pairs, 2)
+    kk = np.asarray(k, np.int64).reshape(pairs, 2)
+    step = np.where(np.arange(pairs) % 2 == 0, 4, 12).astype(np.int64)
+    step[-1] += DWI_LAST
+    words = np.concatenate([heads] + rows + [np.stack([m[:, 0], kk[:, 0], m[:, 1], kk[:, 1], step], axis=1)],
+                           axis=1)
+    assert words.shape[1] == DWI_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
+    return words.astype(np.int32).reshape(-1)
+
+
+def dwi_input_order(n: int) -> np.ndarray:
+    """The order of a projection's n inputs (a multiple of 4) whose pair stream reads the widened pair that
+    mnv2_dsp_dwi_run writes: inputs (0, 1), (2, 3) of each 4 where widen_stream pairs (0, 2), (1, 3)."""
+    return (np.arange(n).reshape(-1, 4)[:, [0, 2, 1, 3]]).reshape(-1)
 
 
 # A residual ADD's lookup table (mnv2_block_params_t's add_lut): each input's rescaled value for every int8 byte.
@@ -443,7 +511,7 @@ def check_block_fields(block: str, params: dict) -> None:
                             f"block's parameters (-32768..32767)")
 
 
-def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> tuple:
+def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(), striped: bool = False) -> tuple:
     """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
     conv), depthwise, projection, residual ADD; the stages named in `wide` also get their weights widened (a_ww,
     b_ww, c_ww), and the weights and constants go in its params' stage[] (no call arguments). Returns (params dict,
@@ -486,31 +554,41 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     wide_arrays = []
     one = a is not None and a.name in wide and one_stream_applies(a)
     params["a_one"] = 1 if one else 0
+    consts = [(bias, op.multiplier, _shift_int8(op.shift)) for op, bias in ((a, a_bias), (b, b.bias), (c, c_bias))
+              if op is not None]
+    stage_consts = ((None,) if a is None else ()) + tuple(consts)
+    short = block_fast(params, stage_consts, False)
+    dwi = (not striped and unit.padded and b.name in wide and c.name in wide and dw_stream_uniform(b)
+           and widenable(c) is not None and out_c % 2 == 0 and mid_c <= DWI_MID_MAX
+           and (add is None or out_c <= DWI_OUT_MAX) and short & FAST_DW != 0 and short & FAST_PROJ != 0
+           and c_zp == 0 and c_bias is not None and b.bias is not None)
+    c_in = replace(c, weight=c.weight[..., dwi_input_order(mid_c)]) if dwi else c
     for field, op, widen in (("a_ww", a, lambda: (widen_one_stream if one else widen_stream)(a, a_bias,
                                                                                             params["mid_zp"])),
-                             ("b_ww", b, lambda: widen_dw_stream(b, params["mid_zp"], params["dw_zp"])),
-                             ("c_ww", c, lambda: widen_stream(c, c_bias, params["proj_zp"])),
+                             ("b_ww", b, lambda: (widen_dwi_stream if dwi else widen_dw_stream)(
+                                 b, params["mid_zp"], params["dw_zp"])),
+                             ("c_ww", c, lambda: widen_stream(c_in, c_bias, params["proj_zp"])),
                              ("add_lut", add, lambda: add_lut(add, params["in_zp"], params["proj_zp"]))):
         params[field] = 0
         if op is not None and op.name in wide:
             values = widen()
-            assert values.nbytes == widenable(op, stage_a=field == "a_ww")
+            assert values.nbytes == (4 * DWI_WORDS * mid_c // 2 if dwi and field == "b_ww"
+                                     else widenable(op, stage_a=field == "a_ww"))
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
-    consts = [(bias, op.multiplier, _shift_int8(op.shift)) for op, bias in ((a, a_bias), (b, b.bias), (c, c_bias))
-              if op is not None]
-    params["fast"] = block_fast(params, ((None,) if a is None else ()) + tuple(consts), params["add_lut"] != 0)
+    params["fast"] = block_fast(params, stage_consts, params["add_lut"] != 0) | (FAST_DWI if dwi else 0)
     # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
     params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)
     stages = ([f"{'stem conv' if ka > 1 else 'expand'} {ka}x{ka}/{a.stride} to {mid_h}x{mid_w}x{mid_c}"] if a else [])
-    stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}", f"project to {out_c}"]
+    stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}{' (interleaved)' if dwi else ''}",
+               f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return params, arrays, macs, stages
+    return params, arrays, macs, stages, (b.name,) if dwi else ()
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -518,11 +596,11 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, macs, stages = _block_parts(graph, unit, ops, wide)
+    params, arrays, macs, stages, dwi = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=())
+                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -534,7 +612,7 @@ def c_initializer(params: dict, indent: int = 8) -> str:
 
 def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
     """Two blocks as one pipeline (mnv2_chain_s8): the first block's output lives only in a ring of rows."""
-    first, second = (_block_parts(graph, u, ops, wide) for u in unit.parts)
+    first, second = (_block_parts(graph, u, ops, wide, striped=unit.strips) for u in unit.parts)
     params = (("first", c_initializer(first[0])), ("second", c_initializer(second[0])),
               ("ring_rows", unit.ring_rows))
     mid = unit.parts[0].output
@@ -549,7 +627,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
         params = (("chain", c_initializer(chain)),) + tuple(strips_layout(graph, unit).c_params().items())
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
-                first[2] + second[2], summary, scratch=unit.scratch, call_args=())
+                first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4])
 
 
 def _op_step(graph: QuantGraph, op) -> Step:
@@ -657,4 +735,20 @@ def lower(graph: QuantGraph, plan: MemoryPlan, target: Target, widen_budget: int
     if target.kernels not in WIDENING_KERNELS or budget <= 0:
         return plain
     wide = choose_widened(graph, plan, budget)
-    return build(wide) if wide else plain
+    best = build(wide) if wide else plain
+    # choose_widened counts every depthwise stream at its classic size; the interleaved ones take less, which the
+    # next choice may spend (kept only within the budget, as measured on the schedule built)
+    for _ in range(3):
+        counted = sum(widenable(ops[n], stage_a=n in _stage_a_names(plan)) for n in wide)
+        more = choose_widened(graph, plan, budget + counted - best.widened_bytes)
+        if more == wide:
+            break
+        trial = build(more)
+        if trial.widened_bytes > budget:
+            break
+        wide, best = more, trial
+    return best
+
+
+def _stage_a_names(plan: MemoryPlan) -> frozenset:
+    return frozenset(part.a for unit in plan.units for part in _block_units(unit) if part.a)

@@ -49,6 +49,7 @@ class Unit:
     ring_rows: int = 0  # chain: rows of the first block's output held at once
     cs_cols: int = 0  # block: column-sliding mid rows (windows of cs_cols columns) instead of a ring of whole rows
     strips: bool = False  # chain: run in two column strips (codegen/strips.py; scratch then per its layout)
+    padded: bool = False  # block: mid rows two pixels longer (padded_rows: the interleaved depthwise may take them)
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,15 @@ def tensor_bytes(graph: QuantGraph, name: str) -> int:
 
 
 def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int, b_stride: int = 1,
-                        cs_cols: int = 0) -> int:
+                        cs_cols: int = 0, padded: bool = False) -> int:
     """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE), when there is a stage A: line
     buffers, a ring of b_kernel mid rows; or column-sliding (cs_cols > 0), the b_kernel - b_stride rows consecutive
-    output rows share plus b_stride windows of cs_cols columns. Plus one mid pixel."""
+    output rows share plus b_stride windows of cs_cols columns. Plus one mid pixel. Padded (the interleaved depthwise:
+    MNV2_FAST_DWI), a ring of b_kernel rows of mid_w + 2 pixels, no more."""
     if a_kernel == 0:
         return mid_c
+    if padded:
+        return b_kernel * (mid_w + 2) * mid_c
     if cs_cols:
         return ((b_kernel - b_stride) * mid_w + b_stride * cs_cols + 1) * mid_c
     return (b_kernel * mid_w + 1) * mid_c
@@ -125,11 +129,21 @@ def layerwise_units(graph: QuantGraph) -> tuple:
     return tuple(units)
 
 
-def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: int = 0) -> int:
+def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: int = 0, padded: bool = False) -> int:
     dw = ops[b]
     mid_h, mid_w, mid_c = graph.shapes[dw.input]
     a_kernel = ops[a].weight.shape[1] if a else 0
-    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs_cols)
+    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs_cols, padded)
+
+
+def paddable(graph: QuantGraph, ops: dict, a: str | None, b: str) -> bool:
+    """Whether a block's mid rows may be padded for the interleaved depthwise (arm_dsp.c.j2's mnv2_dsp_dwi_run):
+    a stage A, a 3x3 stride-1 depthwise padded by 1 all round over at least 2 x 2 mid pixels, an even width, channels
+    a multiple of 8."""
+    dw = ops[b]
+    mid_h, mid_w, mid_c = graph.shapes[dw.input]
+    return (a is not None and dw.weight.shape[:2] == (3, 3) and dw.stride == 1 and tuple(dw.padding) == (1, 1, 1, 1)
+            and mid_h >= 2 and mid_w >= 2 and mid_w % 2 == 0 and mid_c % 8 == 0)
 
 
 def column_sliding(graph: QuantGraph, unit: Unit) -> Unit | None:
@@ -468,7 +482,31 @@ def strips_unit(graph: QuantGraph, chain: Unit) -> Unit | None:
     return unit
 
 
-def plan_streamed(graph: QuantGraph) -> MemoryPlan:
+def padded_units(graph: QuantGraph, units: tuple, only: frozenset | None = None) -> tuple:
+    """The units with the mid rows of their paddable blocks padded (line buffers, not in column strips; a chain's
+    scratch grows by its blocks'); `only`: just the blocks of these depthwise ops."""
+    ops = _ops_by_name(graph)
+
+    def pad(u: Unit) -> Unit:
+        if (u.kind != "block" or u.cs_cols or not paddable(graph, ops, u.a, u.b)
+                or (only is not None and u.b not in only)):
+            return u
+        return replace(u, padded=True, scratch=unit_scratch(graph, ops, u.a, u.b, 0, True))
+    out = []
+    for u in units:
+        if u.kind == "chain" and not u.strips:
+            parts = tuple(pad(p) for p in u.parts)
+            u = replace(u, parts=parts, scratch=u.scratch + sum(p.scratch - q.scratch for p, q in zip(parts, u.parts)))
+        out.append(pad(u))
+    return tuple(out)
+
+
+def padded_blocks(memory_plan: MemoryPlan) -> tuple:
+    """The block units (chains' blocks too) whose mid rows the plan pads."""
+    return tuple(p for u in memory_plan.units for p in (u.parts if u.kind == "chain" else (u,)) if p.padded)
+
+
+def plan_streamed(graph: QuantGraph, padded_rows: bool | frozenset = False) -> MemoryPlan:
     """Streamed units, refined while that lowers the arena: each round, of the refinements of the units running at
     the peak (column-sliding, chaining), the one with the smallest arena is kept if it saves at least
     MIN_REFINE_GAIN of the arena and MIN_REFINE_BYTES (both cost speed: column windows, smaller kernel calls)."""
@@ -482,13 +520,17 @@ def plan_streamed(graph: QuantGraph) -> MemoryPlan:
         trial = min(trials, key=lambda t: t.arena_bytes, default=None)
         gain = best.arena_bytes - trial.arena_bytes if trial is not None else 0
         if gain < max(MIN_REFINE_BYTES, best.arena_bytes * MIN_REFINE_GAIN):
-            return best
+            # padded rows (the interleaved depthwise) on the refinements chosen without them, placed again
+            only = padded_rows if isinstance(padded_rows, frozenset) else None
+            return _plan_units(graph, padded_units(graph, best.units, only)) if padded_rows else best
         best = trial
 
 
-def plan(graph: QuantGraph, strategy: str = "streamed") -> MemoryPlan:
+def plan(graph: QuantGraph, strategy: str = "streamed", padded_rows: bool | frozenset = False) -> MemoryPlan:
+    """The memory plan; padded_rows: blocks that may take the interleaved depthwise get padded mid rows (targets
+    whose kernels have it: lower.py's PADDED_KERNELS), or a set of depthwise ops: just their blocks."""
     if strategy == "streamed":
-        return plan_streamed(graph)
+        return plan_streamed(graph, padded_rows)
     if strategy == "layerwise":
         return plan_layerwise(graph)
     raise ValueError(f"unknown memory strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")

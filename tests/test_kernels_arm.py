@@ -65,6 +65,7 @@ static int32_t rint_(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (ui
 /* A bump allocator over a static pool; every block is followed by GUARD bytes of 0xA5. */
 static uint8_t pool[1u << 21] __attribute__((aligned(16)));
 static uint32_t used;
+static int32_t dwi_blocks; /* blocks on the interleaved depthwise (MNV2_FAST_DWI) */
 static void *take(uint32_t n)
 {
     uint8_t *p;
@@ -495,6 +496,41 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
     }
     return d;
 }
+/* The interleaved depthwise's stream (MNV2_FAST_DWI: b_ww), from lower.py's description of widen_dwi_stream: per
+ * channel pair (c, c + 1), each channel scaled by 2^(d + 1) (uniform_ok at MNV2_DW_SHIFT), the folded biases of c, c,
+ * c + 1, c + 1; per window row (w0, w1), (w1, w2) of c, then of c + 1; mult, K' of c, then of c + 1; the step 4 or
+ * 12 (channel pairs 2k, 2k + 1), + 256 on the last. */
+static const int32_t *wide_dwi(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
+                               const int8_t *shift, int32_t in_zp, int32_t zp)
+{
+    int32_t *d = take(4u * (uint32_t)(c / 2 * 21)), *q = d;
+    int32_t g, j, r, t, k[2];
+    for (g = 0; g < c; g += 2) {
+        for (j = 0; j < 2; ++j) {
+            int32_t sum = 0;
+            k[j] = 2 << (MNV2_DW_SHIFT + shift[g + j]);
+            for (t = 0; t < 9; ++t) {
+                sum += w[t * c + g + j];
+            }
+            q[0] = q[1] = k[j] * (bias[g + j] - in_zp * sum);
+            q += 2;
+        }
+        for (r = 0; r < 3; ++r) {
+            for (j = 0; j < 2; ++j) {
+                const int8_t *x = w + 3 * r * c + g + j;
+                *q++ = pack16(k[j] * x[0], k[j] * x[c]);
+                *q++ = pack16(k[j] * x[c], k[j] * x[2 * c]);
+            }
+        }
+        for (j = 0; j < 2; ++j) {
+            *q++ = mult[g + j];
+            *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[j] / 4;
+        }
+        *q++ = (g / 2) % 2 ? 12 : 4;
+    }
+    q[-1] += 256;
+    return d;
+}
 /* The residual ADD's table of mnv2_block_params_t's add_lut, from the header's description: gemmlowp's rounding
  * doubling high multiply and rounding divide by a power of two, written here again. */
 static int32_t srdhm(int32_t a, int32_t b)
@@ -526,7 +562,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri, dwi;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -541,6 +577,10 @@ static int case_block(int32_t i)
     /* or shaped for the projection on int8 weights of three pixels with the table ADD (mnv2_dsp_block_tri_fast):
      * a residual 1x1-expansion block, rows of odd width, mid channels a multiple of 8, any channel count */
     tri = mnv2_like && !full && p.a_kernel == 1 && (rnd() & 3u) == 0;
+    /* or shaped for the interleaved depthwise (MNV2_FAST_DWI, Arm DSP): a 1x1 expansion to even rows of 8k channels
+     * (or a 3x3 stage A, half of them even), a 3x3 stride-1 depthwise padded by 1, both streams, the projection's
+     * zero point folded, an even out_c */
+    dwi = MNV2_TEST_DWI && mnv2_like && !tri && p.a_kernel > 0 && (rnd() & 1u);
     if (mnv2_like && p.a_kernel != 3) {
         p.in_w = rint_(4, 24);
         p.in_c = p.a_kernel ? ((rnd() & 3u) ? 8 : p.in_c) : 8 * rint_(1, 5); /* 8: the one-pixel stream */
@@ -549,6 +589,12 @@ static int case_block(int32_t i)
         p.a_stride = 1;
         p.in_w |= 1;
         p.in_c = rint_(1, 24);
+    }
+    if (dwi && p.a_kernel == 1) {
+        p.a_stride = 1;
+        p.in_w = 2 * rint_(1, 12);
+        p.in_h = rint_(2, 8);
+        p.in_c = (rnd() & 1u) ? 8 : 2 * rint_(1, 20); /* even: the residual's out_c */
     }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
     if (stem) {
@@ -572,7 +618,7 @@ static int case_block(int32_t i)
     }
     p.mid_c = p.a_kernel ? (wide        ? rint_(1025, 1100)
                             : !mnv2_like ? rint_(1, 60)
-                            : tri          ? 8 * rint_(2, 7)
+                            : tri || dwi   ? 8 * ((rnd() & 3u) ? rint_(1, 8) : rint_(9, 80))
                             : (rnd() & 3u) ? ((rnd() & 1u)   ? 8 * rint_(1, 7)
                                               : (rnd() & 1u) ? 8 * rint_(25, 45)
                                                              : 4 * rint_(130, 256))
@@ -585,7 +631,7 @@ static int case_block(int32_t i)
     p.b_stride = rint_(1, 2);
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
-    if (mnv2_like && p.a_kernel < 3 && p.a_stride == 1 && (full || tri || (rnd() & 1u))) { /* the residual shape */
+    if (mnv2_like && ((p.a_kernel < 3 && p.a_stride == 1 && (full || tri || (rnd() & 1u))) || dwi)) { /* residual */
         p.b_stride = 1;
         p.b_pad_top = p.b_pad_left = 1;
     }
@@ -594,7 +640,7 @@ static int case_block(int32_t i)
     if (p.out_h < 1 || p.out_w < 1) {
         return 0;
     }
-    p.out_c = rint_(1, 23);
+    p.out_c = dwi ? 2 * rint_(1, 12) : rint_(1, 23);
     p.residual = 0;
     if (p.out_h == p.in_h && p.out_w == p.in_w && (full || tri || (rnd() & 1u))) {
         p.residual = 1;
@@ -635,7 +681,7 @@ static int case_block(int32_t i)
     if (mnv2_like) { /* and a MobileNetV2-like projection and residual ADD (no activation): the short paths */
         p.dw_act_min = -128;
         p.dw_act_max = 127;
-        if (full || (rnd() & 1u)) {
+        if (full || dwi || (rnd() & 1u)) {
             p.dw_zp = -128; /* a ReLU6 depthwise, as MobileNetV2's: the depthwise streams (MNV2_FAST_DW) */
         }
         p.proj_act_min = -128;
@@ -647,9 +693,9 @@ static int case_block(int32_t i)
     }
     /* the stage A / projection product zero points: as the data's, or 0 (a bias that folds them, as for 1x1) */
     p.a_zp = (rnd() & 1u) ? 0 : p.in_zp;
-    p.c_zp = (rnd() & 1u) ? 0 : p.dw_zp;
+    p.c_zp = dwi || (rnd() & 1u) ? 0 : p.dw_zp;
     /* the variant runs column-sliding half the time where it applies; the portable reference always line buffers */
-    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && !full && (rnd() & 1u)
+    p.cs_cols = p.a_kernel > 0 && p.b_kernel > p.b_stride && !full && !dwi && (rnd() & 1u)
                     ? p.b_kernel + rint_(0, 3) * p.b_stride
                     : 0;
     /* probes, so that an error of 1 in a kernel reaches the block's output instead of vanishing in the rounding of
@@ -659,7 +705,7 @@ static int case_block(int32_t i)
      * stage A (three quarters of the blocks on the one-pixel stream, a quarter of the others) the depthwise passes
      * stage A's outputs through the same way before probe 2's projection (probe 1) */
     probe = p.residual ? 0
-            : p.a_kernel > 0 && (one ? (rnd() & 3u) != 0 : (rnd() & 3u) == 0) ? 1
+            : p.a_kernel > 0 && !dwi && (one ? (rnd() & 3u) != 0 : (rnd() & 3u) == 0) ? 1
             : (rnd() & 3u) == 0 ? 2 + (int32_t)(rnd() & 1u) : 0;
     if (probe) {
         p.proj_zp = probe < 3 ? p.c_zp : p.proj_zp;
@@ -676,7 +722,6 @@ static int case_block(int32_t i)
     n_in = (uint32_t)(p.in_h * p.in_w * p.in_c);
     n_out = (uint32_t)(p.out_h * p.out_w * p.out_c);
     n_ref_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(pl);
-    n_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(p);
     if (p.a_kernel) {
         aw = rand_w((uint32_t)(p.mid_c * p.a_kernel * p.a_kernel * p.in_c));
         ab = rand_bias((uint32_t)p.mid_c);
@@ -697,7 +742,7 @@ static int case_block(int32_t i)
     } while (full && !bb);
     rand_requant((uint32_t)p.mid_c, &bm, &bs);
     for (j = 0; mnv2_like && j < p.mid_c; ++j) { /* mostly within the depthwise stream's reach (wide_dw) */
-        bs[j] = (int8_t)((rnd() & 63u) ? rint_(1 - MNV2_DW_SHIFT, 7 - MNV2_DW_SHIFT) : rint_(-14, -1));
+        bs[j] = (int8_t)(dwi || (rnd() & 63u) ? rint_(1 - MNV2_DW_SHIFT, 7 - MNV2_DW_SHIFT) : rint_(-14, -1));
         bm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu)); /* no INT32_MIN: the short requantization */
     }
     cw = rand_w((uint32_t)(p.out_c * p.mid_c));
@@ -707,7 +752,7 @@ static int case_block(int32_t i)
     rand_requant((uint32_t)p.out_c, &cm, &cs);
     for (j = 0; mnv2_like && j < p.out_c; ++j) {
         cs[j] = (int8_t)rint_(-14, -1);
-        if (p.mid_c > 512) { /* the wide projections' short path (the raw pair's beyond MNV2_DSP_WIDE_MAX) */
+        if (p.mid_c > 512 || dwi) { /* the wide projections' short path (the raw pair's beyond MNV2_DSP_WIDE_MAX) */
             cm[j] = (int32_t)(0x40000000u + (rnd() & 0x3FFFFFFFu));
         }
     }
@@ -739,16 +784,41 @@ static int case_block(int32_t i)
     } else if (a_wide) {
         p.a_ww = wide_conv(aw, p.mid_c, p.a_kernel * p.a_kernel * p.in_c, ab, am, as, p.mid_zp);
     }
-    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || (rnd() & 1u))) {
+    if (p.b_kernel == 3 && p.mid_c % 4 == 0 && bb && (full || dwi || (rnd() & 1u))) {
         p.b_ww = wide_dw(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
     }
-    if (p.mid_c % 4 == 0 && p.out_c >= 2 && !tri && (full || (rnd() & 1u))) {
+    if (p.mid_c % 4 == 0 && p.out_c >= 2 && !tri && (full || dwi || (rnd() & 1u))) {
         p.c_ww = wide_conv(cw, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
     }
     if (p.residual && p.add_left_shift == 20 && p.add_in_shift <= 0 && p.add_in_shift > -32 && p.add_proj_shift <= 0 &&
         p.add_proj_shift > -32 && (full || tri || (rnd() & 1u))) {
         p.add_lut = add_table(&p);
     }
+    {
+        const mnv2_stage_w_t stage[3] = {{aw, ab, am, as}, {bw, bb, bm, bs}, {cw, cb, cm, cs}};
+        memcpy(p.stage, stage, sizeof stage);
+        memcpy(pl.stage, stage, sizeof stage);
+    }
+    /* the generator's short-path flags; an eighth of the blocks with a random subset of them (each path's fallback) */
+    p.fast = (int16_t)(ref_block_fast(&p) & ((rnd() & 7u) ? 31 : (int)(rnd() & 31u)));
+    /* the interleaved depthwise where the generator would give it (lower.py: memory.py's paddable, both streams,
+     * the depthwise's uniform, the short paths, the projection's zero point folded), in 7 of 8 such blocks; its
+     * projection stream reads inputs (0, 1), (2, 3) of each 4 as a pair (lower.py's dwi_input_order) */
+    if (dwi && p.a_kernel > 0 && p.b_kernel == 3 && p.b_stride == 1 && p.b_pad_top == 1 && p.b_pad_left == 1 &&
+        p.mid_w % 2 == 0 && p.mid_h >= 2 && p.mid_c % 8 == 0 && p.mid_c <= 640 && !p.cs_cols && p.c_zp == 0 &&
+        p.out_c % 2 == 0 && (!p.residual || p.out_c <= 256) && p.b_ww && p.c_ww && cb && p.dw_zp == -128 &&
+        uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9) && (p.fast & MNV2_FAST_DW) && (p.fast & MNV2_FAST_PROJ) &&
+        (rnd() & 7u)) {
+        int8_t *cw2 = take((uint32_t)(p.out_c * p.mid_c));
+        for (j = 0; j < p.out_c * p.mid_c; ++j) {
+            cw2[j] = cw[(j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)]; /* inputs 0, 2, 1, 3 of each 4 */
+        }
+        p.b_ww = wide_dwi(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
+        p.c_ww = wide_conv(cw2, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
+        p.fast |= MNV2_FAST_DWI;
+        ++dwi_blocks;
+    }
+    n_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(p);
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
     in1 = rand_s8(n_in);
     in2 = take(n_in);
@@ -757,19 +827,13 @@ static int case_block(int32_t i)
     s2 = take(n_scratch);
     o1 = inplace ? in1 : take(n_out);
     o2 = inplace ? in2 : take(n_out);
-    {
-        const mnv2_stage_w_t stage[3] = {{aw, ab, am, as}, {bw, bb, bm, bs}, {cw, cb, cm, cs}};
-        memcpy(p.stage, stage, sizeof stage);
-        memcpy(pl.stage, stage, sizeof stage);
-    }
-    /* the generator's short-path flags; an eighth of the blocks with a random subset of them (each path's fallback) */
-    p.fast = (int16_t)(ref_block_fast(&p) & ((rnd() & 7u) ? 31 : (int)(rnd() & 31u)));
     ref_block_s8(&pl, in1, o1, s1);
     mnv2_block_s8(&p, in2, o2, s2);
     if (!guard_ok(s1, n_ref_scratch) || !guard_ok(s2, n_scratch)) {
         return fail("block scratch guard", i);
     }
-    return compare(inplace ? "block in place" : "block", i, o1, o2, n_out);
+    return compare((p.fast & MNV2_FAST_DWI) ? (inplace ? "interleaved block in place" : "interleaved block")
+                   : inplace ? "block in place" : "block", i, o1, o2, n_out);
 }
 
 int main(void)
@@ -787,6 +851,13 @@ int main(void)
         }
     }
     mnv2_sh_write0(bad ? "kernel mismatch\n" : "kernels ok\n");
+    {
+        char b[16] = "dwi 0000000\n";
+        for (i = 10; i >= 4; --i, dwi_blocks /= 10) {
+            b[i] = (char)('0' + dwi_blocks % 10);
+        }
+        mnv2_sh_write0(b);
+    }
     return bad ? 1 : 0;
 }
 """
@@ -814,7 +885,8 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     # the streams' shifts, as the rendered kernels define them (wide_conv, wide_one, wide_dw)
     fast = (tmp_path / "fast" / "mnv2_kernels.c").read_text()
     shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW|PAIR)_SHIFT) (\d+)", fast))
-    (tmp_path / "driver.c").write_text(shifts + DRIVER)
+    dwi = "#define MNV2_TEST_DWI %d\n" % (kernels == "arm_dsp")  # the interleaved depthwise: Arm DSP only
+    (tmp_path / "driver.c").write_text(shifts + dwi + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
     renames = [f"-D{name}={name.replace('mnv2_', 'ref_')}" for name in API]
@@ -831,3 +903,5 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
                        stdin=subprocess.DEVNULL)
     log = (p.stderr or "") + (p.stdout or "")
     assert p.returncode == 0 and "kernels ok" in log, log[-2000:]
+    dwi = int(re.search(r"dwi (\d+)", log).group(1))
+    print(f"{dwi} blocks on the interleaved depthwise")

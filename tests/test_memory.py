@@ -12,7 +12,7 @@ from codegen.emit import render
 from codegen.frontend import to_float_graph
 from codegen.lower import lower
 from codegen import memory, strips
-from codegen.memory import PlanError, block_scratch_bytes, plan, replay, streamed_units
+from codegen.memory import PlanError, block_scratch_bytes, padded_units, plan, replay, streamed_units
 from codegen.quantize import calibrate, quantize
 from codegen.reference import run_int8
 from codegen.targets import load_target
@@ -164,30 +164,55 @@ def test_scratch_formula_python_equals_c(tmp_path):
     """codegen/memory.py's block_scratch_bytes and the kernels' MNV2_BLOCK_SCRATCH_SIZE agree, line buffers and
     column-sliding."""
     from codegen.emit import environment
-    cases = [(a, k, w, c, s, cs) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112) for c in (1, 96)
+    cases = [(a, k, w, c, s, cs, False) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112) for c in (1, 96)
              for s in (1, 2) for cs in ((0, k, k + 3 * s) if a else (0,))]
+    cases += [(a, 3, w, c, 1, 0, True) for a in (1, 3) for w in (2, 48) for c in (8, 96)]  # padded (MNV2_FAST_DWI)
     (tmp_path / "mnv2_kernels.h").write_text(environment().get_template("kernels/mnv2_kernels.h.j2").render(
         provenance="/* test */"))
     lines = [f"{{ mnv2_block_params_t p = {{0}}; p.a_kernel = {a}; p.b_kernel = {k}; p.mid_w = {w}; p.mid_c = {c}; "
-             f"p.b_stride = {s}; p.cs_cols = {cs}; printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
-             for a, k, w, c, s, cs in cases]
+             f"p.b_stride = {s}; p.cs_cols = {cs}; p.fast = {'MNV2_FAST_DWI | ' if pad else ''}MNV2_FAST_DW; "
+             f"printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
+             for a, k, w, c, s, cs, pad in cases]
     (tmp_path / "t.c").write_text('#include <stdio.h>\n#include "mnv2_kernels.h"\nint main(void) {\n'
                                   + "\n".join(lines) + "\nreturn 0;\n}\n")
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "t"), "t.c"],
                    cwd=tmp_path, check=True)
     got = [int(x) for x in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
                                           check=True).stdout.split()]
-    assert got == [block_scratch_bytes(a, k, w, c, s, cs) for a, k, w, c, s, cs in cases]
+    assert got == [block_scratch_bytes(a, k, w, c, s, cs, pad) for a, k, w, c, s, cs, pad in cases]
 
 
-def test_scratch_formula_matches_units():
+def test_padded_rows_keep_the_plans_units():
+    """The padded plan (the interleaved depthwise's targets) pads the line buffers of the plan chosen without padding,
+    so that padding never trades the refinements (each costs speed) for its own bytes."""
+    g = quant_graph(0.35, 144)
+    plain, padded = plan(g), plan(g, "streamed", padded_rows=True)
+    shape = lambda p: [(u.kind, u.ops, u.cs_cols, u.strips) for u in p.units]  # noqa: E731
+    assert shape(plain) == shape(padded)
+    assert any(u.padded for u in padded.units) and not any(u.padded for u in plain.units)
+    assert padded.arena_bytes >= plain.arena_bytes
+    replay(g, padded)
+    only = plan(g, "streamed", padded_rows=frozenset({"b3/dw"}))  # the blocks the lowering gave the kernel
+    assert shape(only) == shape(plain) and [u.b for u in only.units if u.padded] == ["b3/dw"]
+    assert plan(g, "streamed", padded_rows=frozenset()).arena_bytes == plain.arena_bytes
+
+
+@pytest.mark.parametrize("padded_rows", [False, True])
+def test_scratch_formula_matches_units(padded_rows):
     g = quant_graph(1.0, 96)
-    for u in streamed_units(g):
+    padded = []
+    units = streamed_units(g)
+    for u in padded_units(g, units) if padded_rows else units:
         if u.kind == "block":
             dw = next(op for op in g.ops if op.name == u.b)
-            _, mid_w, mid_c = g.shapes[dw.input]
+            mid_h, mid_w, mid_c = g.shapes[dw.input]
             ka = 3 if u.a == "stem" else (1 if u.a else 0)
-            assert u.scratch == block_scratch_bytes(ka, 3, mid_w, mid_c)
+            assert u.scratch == block_scratch_bytes(ka, 3, mid_w, mid_c, dw.stride, 0, u.padded)
+            assert u.padded == (padded_rows and ka > 0 and dw.stride == 1 and tuple(dw.padding) == (1, 1, 1, 1)
+                                and mid_w % 2 == 0 and mid_h >= 2 and mid_c % 8 == 0)
+            padded += [u.b] if u.padded else []
+    # the 3 x 3 stride-1 blocks of even width: 48 x 48 (b1) to 6 x 6 (b12, b13); not the 3 x 3 ones (b15, b16)
+    assert padded == ([f"b{i}/dw" for i in (1, 3, 5, 6, 8, 9, 10, 11, 12, 13)] if padded_rows else [])
 
 
 @pytest.mark.parametrize("strategy,alpha,res,chain,strips", [

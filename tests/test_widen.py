@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from codegen import requant
-from codegen.lower import (DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, FLASH_RESERVE_BYTES,
-                           ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS,
-                           STREAM_LAST, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut,
-                           choose_widened, classic_kernels, dw_fixed_channels, lower, uniform_scale, widen_dw_stream,
+from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, DWI_LAST,
+                           DWI_WORDS, FAST_DWI, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT,
+                           ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS,
+                           STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels,
+                           dw_fixed_channels, dwi_input_order, lower, uniform_scale, widen_dw_stream, widen_dwi_stream,
                            widen_one_stream, widen_stream, widenable)
-from codegen.memory import plan
+from codegen.generate import plan_and_lower
+from codegen.memory import padded_blocks, plan
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
 from test_cli import run
@@ -208,19 +210,67 @@ def test_widen_dw_stream_layout():
                                                                       -sh[j] - 1)]
 
 
+def test_widen_dwi_stream_layout():
+    c = 16
+    w = (np.arange(9 * c) % 97 - 48).astype(np.int8).reshape(3, 3, c)
+    e = DW_STREAM_SHIFT - 1 - np.arange(c) % UNIFORM_D_MAX  # d = 1..7, 1, ...
+    op = SimpleNamespace(kind="depthwise", weight=w, bias=np.arange(c, dtype=np.int32) * 700 - 4000, stride=1,
+                         multiplier=np.arange(c, dtype=np.int32) + (1 << 30), shift=-e.astype(np.int32),
+                         activation="relu6", act_min=-128, act_max=127)
+    got = widen_dwi_stream(op, in_zp=7, out_zp=-2)
+    assert got.size == DWI_WORDS * c // 2
+    k = [2 ** (DW_STREAM_SHIFT - int(e[j]) + 1) for j in range(c)]  # 2^(d + 1)
+    for g in range(c // 2):  # per channel pair (j, j + 1), scaled by 2^(d + 1): the folded biases of j, j, j + 1,
+        rec = got[DWI_WORDS * g:DWI_WORDS * (g + 1)]  # j + 1; per row (w0, w1), (w1, w2) of j, then j + 1; M, K'
+        j = 2 * g
+        folded = [k[i] * (int(op.bias[i]) - 7 * int(w[..., i].astype(int).sum())) for i in (j, j + 1)]
+        assert list(rec[:4]) == [folded[0], folded[0], folded[1], folded[1]]
+        want = [pair for r in range(3) for i in (j, j + 1)
+                for pair in ((k[i] * w[r, 0, i], k[i] * w[r, 1, i]), (k[i] * w[r, 1, i], k[i] * w[r, 2, i]))]
+        assert [_halves(v) for v in rec[4:16]] == want
+        kk = [-3 * 2 ** (DW_STREAM_SHIFT - 1) + k[i] // 4 for i in (j, j + 1)]
+        step = (12 if g % 2 else 4) + (DWI_LAST if g == c // 2 - 1 else 0)  # the widened pair's words 0, 2 / 1, 3
+        assert list(rec[16:]) == [int(op.multiplier[j]), kk[0], int(op.multiplier[j + 1]), kk[1], step]
+    # the projection reads the pair (inputs 4m, 4m + 1), (4m + 2, 4m + 3) where widen_stream pairs (0, 2), (1, 3)
+    assert list(dwi_input_order(8)) == [0, 2, 1, 3, 4, 6, 5, 7]
+    proj = _conv(np.arange(2 * 8).reshape(2, 8) - 8, [-5, -5], activation="relu6")
+    plain = widen_stream(proj, np.zeros(2, np.int32), -128)
+    words = widen_stream(SimpleNamespace(**{**vars(proj), "weight": proj.weight[..., dwi_input_order(8)]}),
+                         np.zeros(2, np.int32), -128)
+    for g in range(2):  # each group's row o words: (x0, x1), (x2, x3) where the plain stream has (x0, x2), (x1, x3)
+        for r in range(2):
+            at = STREAM_HEAD_WORDS + 4 * g + 2 * r
+            (a0, a2), (a1, a3) = (_halves(v) for v in plain[at:at + 2])
+            assert [_halves(v) for v in words[at:at + 2]] == [(a0, a1), (a2, a3)]
+
+
 def test_dw_fixed_channels_takes_the_counts_with_most_group_windows():
-    def dw(name, c, relu=True):
-        return SimpleNamespace(kind="depthwise", name=name, output=name, weight=np.ones((3, 3, c), np.int8),
-                               bias=np.zeros(c, np.int32), multiplier=np.full(c, 1 << 30, np.int32),
-                               shift=np.full(c, -5, np.int32), activation="relu6" if relu else "none",
-                               act_min=-128, act_max=127)
-    ops = [dw("a", 16), dw("b", 48), dw("c", 48), dw("d", 96), dw("e", 192, relu=False)]
-    shapes = {"a": (48, 48, 16), "b": (24, 24, 48), "c": (24, 24, 48), "d": (12, 12, 96), "e": (48, 48, 192)}
+    def dw(name, c, size, stride=1, relu=True):
+        pad = (1, 1, 1, 1) if stride == 1 else (0, 1, 0, 1)
+        shapes[name + "/in"] = (size, size, c)
+        shapes[name] = (size // stride, size // stride, c)
+        return SimpleNamespace(kind="depthwise", name=name, input=name + "/in", output=name, stride=stride,
+                               padding=pad, weight=np.ones((3, 3, c), np.int8), bias=np.zeros(c, np.int32),
+                               multiplier=np.full(c, 1 << 30, np.int32), shift=np.full(c, -5, np.int32),
+                               activation="relu6" if relu else "none", act_min=-128, act_max=127)
+    shapes = {}
+    ops = [dw("a", 16, 48), dw("b", 48, 48, 2), dw("c", 48, 48, 2), dw("d", 96, 12), dw("e", 192, 48, relu=False),
+           dw("f", 336, 3), dw("g", 336, 3)]
     graph = SimpleNamespace(ops=ops, shapes=shapes)
-    # group windows: 16: 9216, 48: 2 x 6912, 96: 3456; e has no depthwise stream (its zero point not known -128)
+    # group windows the two-window kernel runs (whole windows x channels / 4): 16: 46 x 46 x 4 = 8464; 48: 2 x 23 x 23
+    # x 12 = 12696 (stride 2, padded below and right); 96: 10 x 10 x 24 = 2400; e has no depthwise stream (its zero
+    # point not known -128); rows of 3 (f, g) run as triples
+    assert DW_FIXED_MAX == 2
     assert dw_fixed_channels(graph) == (16, 48)
-    shapes["d"] = (24, 24, 96)  # 96: 13824, as many as 48's: the smaller count first
+    # layers on the interleaved kernel do not count, and the model with them gets one copy
+    assert dw_fixed_channels(graph, frozenset({"b", "c"})) == (16,)
+    assert dw_fixed_channels(graph, frozenset({"a"})) == (48,)  # 96's 2400 second
+    ops[3] = dw("d", 96, 28)  # 26 x 26 x 24 = 16224: more than 48's
     assert dw_fixed_channels(graph) == (48, 96)
+    assert dw_fixed_channels(graph, frozenset({"a"})) == (96,)
+    ops[3] = dw("d", 96, 8)  # 6 x 6 x 24 = 864: below DW_FIXED_MIN_WINDOWS
+    assert dw_fixed_channels(graph) == (16, 48)
+    assert dw_fixed_channels(graph, frozenset({"a", "b", "c"})) == ()
     assert dw_fixed_channels(SimpleNamespace(ops=[], shapes={})) == ()
 
 
@@ -253,6 +303,10 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert re.search(r"set dw_shift = (\d+) ", text).group(1) == str(DW_STREAM_SHIFT)
     assert re.search(r"set pair_shift = (\d+) ", text).group(1) == str(PAIR_STREAM_SHIFT)
     assert define("MNV2_STREAM_UNIFORM") == STREAM_UNIFORM
+    assert define("MNV2_DWI_WORDS") == DWI_WORDS
+    assert re.search(r"set dwi_last = (\d+) ", text).group(1) == str(DWI_LAST)
+    header = (ROOT / "templates" / "kernels" / "mnv2_kernels.h.j2").read_text()
+    assert int(re.search(r"#define MNV2_FAST_DWI (\d+)", header).group(1)) == FAST_DWI
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
 
 
@@ -326,6 +380,19 @@ def test_only_dsp_targets_get_widened_weights(graph_plan):
         referenced |= set(re.findall(r"mnv2_\w+_wide", text))
         assert not any(a.role == "wide" and a.symbol in st.args for a in st.arrays)  # params, not call arguments
     assert referenced == symbols
+
+
+def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
+    g, p = graph_plan
+    for name in ("cortex-m7", "cortex-m4", "host"):
+        padded_plan, s = plan_and_lower(g, "streamed", load_target(name))
+        assert {u.b for u in padded_blocks(padded_plan)} == s.dwi, name
+        if name == "cortex-m7":  # the 3 x 3 stride-1 blocks of even width, 80 B more arena (block 1 at the peak)
+            assert len(s.dwi) == 10 and padded_plan.arena_bytes == p.arena_bytes + 80
+            assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWI != 0) == bool(st.dwi)
+                       for st in s.steps)
+        else:  # no flash for the streams on the cortex-m4's chip, no such kernel on the host: the plan unchanged
+            assert not s.dwi and padded_plan.arena_bytes == p.arena_bytes, name
 
 
 def test_speed_flash_option_bounds_the_widened_bytes(tmp_path):
