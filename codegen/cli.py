@@ -390,13 +390,11 @@ def cmd_report(args) -> int:
     from .report import build_report, format_json, format_text, plot, tflm_arena
     from .targets import load_target
     from .generate import plan_and_lower
-    from .memory import padded_blocks
     target = load_target(args.target).with_sizes(args.sram, None) if args.target else None
     c = compile_front(args.alpha, args.weights, args.resolution, _calib(args), progress=not args.json)
-    padded = (frozenset(u.b for u in padded_blocks(plan_and_lower(c.quant_graph, args.plan, target)[0]))
-              if target is not None and args.plan == "streamed" else False)
     report = build_report(c.quant_graph, args.plan, tflm=None if args.no_tflm else tflm_arena(c.quant_graph),
-                          sram_bytes=target.sram_bytes if target else 0, padded_rows=padded)
+                          sram_bytes=target.sram_bytes if target else 0,
+                          memory_plan=plan_and_lower(c.quant_graph, args.plan, target)[0] if target else None)
     if args.plot:
         plot(report, args.plot)
     print(format_json(report) if args.json else format_text(report))

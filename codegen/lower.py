@@ -738,8 +738,9 @@ def lower(graph: QuantGraph, plan: MemoryPlan, target: Target, widen_budget: int
     best = build(wide) if wide else plain
     # choose_widened counts every depthwise stream at its classic size; the interleaved ones take less, which the
     # next choice may spend (kept only within the budget, as measured on the schedule built)
+    stage_a = frozenset(part.a for unit in plan.units for part in _block_units(unit) if part.a)
     for _ in range(3):
-        counted = sum(widenable(ops[n], stage_a=n in _stage_a_names(plan)) for n in wide)
+        counted = sum(widenable(ops[n], stage_a=n in stage_a) for n in wide)
         more = choose_widened(graph, plan, budget + counted - best.widened_bytes)
         if more == wide:
             break
@@ -748,7 +749,3 @@ def lower(graph: QuantGraph, plan: MemoryPlan, target: Target, widen_budget: int
             break
         wide, best = more, trial
     return best
-
-
-def _stage_a_names(plan: MemoryPlan) -> frozenset:
-    return frozenset(part.a for unit in plan.units for part in _block_units(unit) if part.a)

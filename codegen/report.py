@@ -110,9 +110,9 @@ def live_profile(graph: QuantGraph, memory_plan: MemoryPlan) -> list[tuple[str, 
 
 
 def build_report(graph: QuantGraph, strategy: str = "streamed", tflm: dict | None = None,
-                 sram_bytes: int = 0, padded_rows: bool | frozenset = False) -> dict:
-    """padded_rows: the plan with padded mid rows, as a target's with the interleaved depthwise (memory.plan)."""
-    chosen, layerwise = plan(graph, strategy, padded_rows), plan(graph, "layerwise")
+                 sram_bytes: int = 0, memory_plan: MemoryPlan | None = None) -> dict:
+    """memory_plan: the plan to report (a target's, as generate.plan_and_lower makes it), else memory.plan's."""
+    chosen, layerwise = memory_plan or plan(graph, strategy), plan(graph, "layerwise")
     rows = block_rows(graph, chosen)
     h, w = graph.info.resolution
     report = {

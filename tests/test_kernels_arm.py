@@ -904,4 +904,5 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     log = (p.stderr or "") + (p.stdout or "")
     assert p.returncode == 0 and "kernels ok" in log, log[-2000:]
     dwi = int(re.search(r"dwi (\d+)", log).group(1))
-    print(f"{dwi} blocks on the interleaved depthwise")
+    # the interleaved depthwise is exercised on every Arm DSP variant (27 of the 1,500 cases' blocks), never on Helium
+    assert dwi >= 10 if kernels == "arm_dsp" else dwi == 0, dwi
