@@ -19,7 +19,7 @@ import numpy as np
 from . import __version__
 from .errors import UserError
 from .export import export_tflite
-from .lower import Schedule, c_name, classic_kernels, dw_fixed_channels
+from .lower import Schedule, c_name, classic_kernels, dw_fixed_channels, dwh_channels
 from .quantize import normalize
 from .reference import quantize_input
 from .resources import resource_dir
@@ -207,7 +207,8 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
         "mnv2_kernels.c": env.get_template(f"kernels/{schedule.target.kernels}.c.j2").render(
             provenance=provenance, mid_max=max((g.shapes[op.input][2] for op in g.ops if op.kind == "depthwise"),
                                                default=0), classic=classic_kernels(g),
-            dw_fixed=list(dw_fixed_channels(g, schedule.dwi)), dwi=bool(schedule.dwi)),
+            dw_fixed=list(dw_fixed_channels(g, schedule.dwi)), dwi=bool(schedule.dwi),
+            dwh=list(dwh_channels(g, schedule.dwh))),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }
     inputs = None

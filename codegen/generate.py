@@ -13,7 +13,7 @@ from .build import build
 from .emit import check_output_dir, render, update_metadata, write_project
 from .emulate import EmulatorRun, default_timeout, run_firmware
 from .errors import UserError
-from .lower import PADDED_KERNELS, Schedule, lower
+from .lower import DWH_FIXED_MAX, PADDED_KERNELS, Schedule, dwh_candidates, dwh_channels, lower
 from .memory import padded_blocks, plan, replay
 from .pipeline import CalibOptions, Compiled, compile_front
 from .reference import run_int8
@@ -80,12 +80,23 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
 def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None) -> tuple:
     """(memory plan, schedule) for the target: on targets with the interleaved depthwise (PADDED_KERNELS) the plan
     pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
-    flash budget) alone."""
+    flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) without a larger
+    arena get them (most outputs first)."""
     mem_plan = plan(graph, strategy, padded_rows=target.kernels in PADDED_KERNELS)
     schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
     if {u.b for u in padded_blocks(mem_plan)} != schedule.dwi:
         mem_plan = plan(graph, strategy, padded_rows=schedule.dwi)
         schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
+    wide = frozenset()  # int16 mid rows (FAST_DWH) where the plan's arena stays as it is
+    for b in dwh_candidates(graph, schedule.dwi):
+        if (len(dwh_channels(graph, wide | {b})) <= DWH_FIXED_MAX and
+                plan(graph, strategy, padded_rows=schedule.dwi, wide_rows=wide | {b}).arena_bytes
+                <= mem_plan.arena_bytes):
+            wide |= {b}
+    if wide:
+        mem_plan = plan(graph, strategy, padded_rows=schedule.dwi, wide_rows=wide)
+        schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
+        assert schedule.dwh == wide, "int16 mid rows only on the interleaved depthwise"
     return mem_plan, schedule
 
 

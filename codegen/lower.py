@@ -38,6 +38,7 @@ class Step:
     scratch: int = 0  # bytes of arena scratch the kernel uses (at the plan's `<output>/scratch` buffer)
     call_args: tuple | None = None  # the constant arguments of the call; None: the arrays' symbols
     dwi: tuple = ()  # the depthwise ops it runs on the interleaved kernel (FAST_DWI)
+    dwh: tuple = ()  # of those, the ones on int16 mid rows (FAST_DWH)
 
     @property
     def args(self) -> tuple:
@@ -55,6 +56,11 @@ class Schedule:
     def dwi(self) -> frozenset:
         """The depthwise ops on the interleaved kernel (FAST_DWI)."""
         return frozenset(name for s in self.steps for name in s.dwi)
+
+    @property
+    def dwh(self) -> frozenset:
+        """The depthwise ops on the interleaved kernel on int16 mid rows (FAST_DWH)."""
+        return frozenset(name for s in self.steps for name in s.dwh)
 
     @property
     def macs(self) -> int:
@@ -169,7 +175,7 @@ def short_requant(op) -> bool:
 
 # Bits of the kernels' `fast` parameter (mnv2_kernels.h.j2's MNV2_FAST_*; a test holds the two equal): the short
 # paths of the Arm DSP kernels that a layer's constants allow, decided here once instead of at every call.
-FAST_A, FAST_DW, FAST_PROJ, FAST_ADD, FAST_ADD_LUT, FAST_DWI = 1, 2, 4, 8, 16, 32
+FAST_A, FAST_DW, FAST_PROJ, FAST_ADD, FAST_ADD_LUT, FAST_DWI, FAST_DWH = 1, 2, 4, 8, 16, 32, 64
 # The largest accumulator term: an int8 weight times an input minus its zero point.
 ACC_TERM_MAX = 255 * 128
 
@@ -422,6 +428,22 @@ DWI_LAST = 256
 # The widest blocks the interleaved depthwise takes (arm_dsp.c.j2's MNV2_DSP_WIDE_MAX: the widened pair on the stack;
 # MNV2_DSP_PROJ_MAX: a residual block's projected pair on the stack).
 DWI_MID_MAX, DWI_OUT_MAX = 640, 256
+# The widest mid rows the interleaved depthwise takes as int16 (arm_dsp.c.j2's mnv2_dsp_dwh_run_N: the next pixel
+# pair 4 N - 8 bytes on, an LDRD offset up to 1020), and the most channel counts that get such a kernel (one each).
+DWH_MID_MAX, DWH_FIXED_MAX = 256, 4
+
+
+def dwh_candidates(graph: QuantGraph, dwi: frozenset) -> tuple:
+    """The interleaved depthwise ops (`dwi`) that may run on int16 mid rows (FAST_DWH), at most DWH_MID_MAX
+    channels, most outputs first: generate.plan_and_lower gives them int16 rows in this order where the wider rows
+    leave the arena as it is, of at most DWH_FIXED_MAX channel counts."""
+    ops = [op for op in graph.ops if op.name in dwi and graph.shapes[op.input][2] <= DWH_MID_MAX]
+    return tuple(op.name for op in sorted(ops, key=lambda op: (-int(np.prod(graph.shapes[op.output])), op.name)))
+
+
+def dwh_channels(graph: QuantGraph, dwh: frozenset) -> tuple:
+    """The channel counts (ascending) of the depthwise ops on int16 mid rows: arm_dsp.c.j2's mnv2_dsp_dwh_run_N."""
+    return tuple(sorted({graph.shapes[op.input][2] for op in graph.ops if op.name in dwh}))
 
 
 def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
@@ -577,18 +599,21 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
-    params["fast"] = block_fast(params, stage_consts, params["add_lut"] != 0) | (FAST_DWI if dwi else 0)
+    dwh = dwi and unit.wide and mid_c <= DWH_MID_MAX
+    params["fast"] = (block_fast(params, stage_consts, params["add_lut"] != 0) | (FAST_DWI if dwi else 0)
+                      | (FAST_DWH if dwh else 0))
     # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
     params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
     ka = a.weight.shape[1] if a else 0
     macs = (mid_h * mid_w * mid_c * ka * ka * in_c if a else 0) + out_h * out_w * mid_c * (
         b.weight.shape[0] ** 2 + out_c)
     stages = ([f"{'stem conv' if ka > 1 else 'expand'} {ka}x{ka}/{a.stride} to {mid_h}x{mid_w}x{mid_c}"] if a else [])
-    stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}{' (interleaved)' if dwi else ''}",
+    kind = " (interleaved, int16 rows)" if dwh else " (interleaved)" if dwi else ""
+    stages += [f"depthwise {b.weight.shape[0]}x{b.weight.shape[0]}/{b.stride}{kind}",
                f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return params, arrays, macs, stages, (b.name,) if dwi else ()
+    return params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else ()
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -596,11 +621,11 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, macs, stages, dwi = _block_parts(graph, unit, ops, wide)
+    params, arrays, macs, stages, dwi, dwh = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi)
+                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -627,7 +652,8 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
         params = (("chain", c_initializer(chain)),) + tuple(strips_layout(graph, unit).c_params().items())
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
-                first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4])
+                first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4],
+                dwh=first[5] + second[5])
 
 
 def _op_step(graph: QuantGraph, op) -> Step:

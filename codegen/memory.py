@@ -50,6 +50,7 @@ class Unit:
     cs_cols: int = 0  # block: column-sliding mid rows (windows of cs_cols columns) instead of a ring of whole rows
     strips: bool = False  # chain: run in two column strips (codegen/strips.py; scratch then per its layout)
     padded: bool = False  # block: mid rows two pixels longer (padded_rows: the interleaved depthwise may take them)
+    wide: bool = False  # padded block: mid values held as int16 (wide_rows: the interleaved depthwise on int16 rows)
 
 
 @dataclass(frozen=True)
@@ -95,15 +96,15 @@ def tensor_bytes(graph: QuantGraph, name: str) -> int:
 
 
 def block_scratch_bytes(a_kernel: int, b_kernel: int, mid_w: int, mid_c: int, b_stride: int = 1,
-                        cs_cols: int = 0, padded: bool = False) -> int:
+                        cs_cols: int = 0, padded: bool = False, wide: bool = False) -> int:
     """Scratch of the streamed block kernel (the C twin is MNV2_BLOCK_SCRATCH_SIZE), when there is a stage A: line
     buffers, a ring of b_kernel mid rows; or column-sliding (cs_cols > 0), the b_kernel - b_stride rows consecutive
     output rows share plus b_stride windows of cs_cols columns. Plus one mid pixel. Padded (the interleaved depthwise:
-    MNV2_FAST_DWI), a ring of b_kernel rows of mid_w + 2 pixels, no more."""
+    MNV2_FAST_DWI), a ring of b_kernel rows of mid_w + 2 pixels, no more; wide (MNV2_FAST_DWH), of 2 bytes a value."""
     if a_kernel == 0:
         return mid_c
     if padded:
-        return b_kernel * (mid_w + 2) * mid_c
+        return b_kernel * (mid_w + 2) * mid_c * (2 if wide else 1)
     if cs_cols:
         return ((b_kernel - b_stride) * mid_w + b_stride * cs_cols + 1) * mid_c
     return (b_kernel * mid_w + 1) * mid_c
@@ -129,11 +130,12 @@ def layerwise_units(graph: QuantGraph) -> tuple:
     return tuple(units)
 
 
-def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: int = 0, padded: bool = False) -> int:
+def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: int = 0, padded: bool = False,
+                 wide: bool = False) -> int:
     dw = ops[b]
     mid_h, mid_w, mid_c = graph.shapes[dw.input]
     a_kernel = ops[a].weight.shape[1] if a else 0
-    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs_cols, padded)
+    return block_scratch_bytes(a_kernel, dw.weight.shape[0], mid_w, mid_c, dw.stride, cs_cols, padded, wide)
 
 
 def paddable(graph: QuantGraph, ops: dict, a: str | None, b: str) -> bool:
@@ -482,16 +484,19 @@ def strips_unit(graph: QuantGraph, chain: Unit) -> Unit | None:
     return unit
 
 
-def padded_units(graph: QuantGraph, units: tuple, only: frozenset | None = None) -> tuple:
+def padded_units(graph: QuantGraph, units: tuple, only: frozenset | None = None,
+                 wide: frozenset = frozenset()) -> tuple:
     """The units with the mid rows of their paddable blocks padded (line buffers, not in column strips; a chain's
-    scratch grows by its blocks'); `only`: just the blocks of these depthwise ops."""
+    scratch grows by its blocks'); `only`: just the blocks of these depthwise ops; `wide`: the blocks of these
+    depthwise ops with int16 mid rows too."""
     ops = _ops_by_name(graph)
 
     def pad(u: Unit) -> Unit:
         if (u.kind != "block" or u.cs_cols or not paddable(graph, ops, u.a, u.b)
                 or (only is not None and u.b not in only)):
             return u
-        return replace(u, padded=True, scratch=unit_scratch(graph, ops, u.a, u.b, 0, True))
+        w = u.b in wide
+        return replace(u, padded=True, wide=w, scratch=unit_scratch(graph, ops, u.a, u.b, 0, True, w))
     out = []
     for u in units:
         if u.kind == "chain" and not u.strips:
@@ -506,7 +511,8 @@ def padded_blocks(memory_plan: MemoryPlan) -> tuple:
     return tuple(p for u in memory_plan.units for p in (u.parts if u.kind == "chain" else (u,)) if p.padded)
 
 
-def plan_streamed(graph: QuantGraph, padded_rows: bool | frozenset = False) -> MemoryPlan:
+def plan_streamed(graph: QuantGraph, padded_rows: bool | frozenset = False,
+                  wide_rows: frozenset = frozenset()) -> MemoryPlan:
     """Streamed units, refined while that lowers the arena: each round, of the refinements of the units running at
     the peak (column-sliding, chaining), the one with the smallest arena is kept if it saves at least
     MIN_REFINE_GAIN of the arena and MIN_REFINE_BYTES (both cost speed: column windows, smaller kernel calls)."""
@@ -522,15 +528,17 @@ def plan_streamed(graph: QuantGraph, padded_rows: bool | frozenset = False) -> M
         if gain < max(MIN_REFINE_BYTES, best.arena_bytes * MIN_REFINE_GAIN):
             # padded rows (the interleaved depthwise) on the refinements chosen without them, placed again
             only = padded_rows if isinstance(padded_rows, frozenset) else None
-            return _plan_units(graph, padded_units(graph, best.units, only)) if padded_rows else best
+            return _plan_units(graph, padded_units(graph, best.units, only, wide_rows)) if padded_rows else best
         best = trial
 
 
-def plan(graph: QuantGraph, strategy: str = "streamed", padded_rows: bool | frozenset = False) -> MemoryPlan:
+def plan(graph: QuantGraph, strategy: str = "streamed", padded_rows: bool | frozenset = False,
+         wide_rows: frozenset = frozenset()) -> MemoryPlan:
     """The memory plan; padded_rows: blocks that may take the interleaved depthwise get padded mid rows (targets
-    whose kernels have it: lower.py's PADDED_KERNELS), or a set of depthwise ops: just their blocks."""
+    whose kernels have it: lower.py's PADDED_KERNELS), or a set of depthwise ops: just their blocks; wide_rows: the
+    padded blocks of these depthwise ops hold their mid rows as int16."""
     if strategy == "streamed":
-        return plan_streamed(graph, padded_rows)
+        return plan_streamed(graph, padded_rows, wide_rows)
     if strategy == "layerwise":
         return plan_layerwise(graph)
     raise ValueError(f"unknown memory strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")

@@ -138,4 +138,4 @@ def test_fast_bits_match_the_header():
     header = (ROOT / "templates" / "kernels" / "mnv2_kernels.h.j2").read_text()
     bits = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define MNV2_FAST_(\w+) (\d+)", header)}
     assert bits == {"A": lower.FAST_A, "DW": lower.FAST_DW, "PROJ": lower.FAST_PROJ, "ADD": lower.FAST_ADD,
-                    "ADD_LUT": lower.FAST_ADD_LUT, "DWI": lower.FAST_DWI}
+                    "ADD_LUT": lower.FAST_ADD_LUT, "DWI": lower.FAST_DWI, "DWH": lower.FAST_DWH}

@@ -66,6 +66,7 @@ static int32_t rint_(int32_t lo, int32_t hi) { return lo + (int32_t)(rnd() % (ui
 static uint8_t pool[1u << 21] __attribute__((aligned(16)));
 static uint32_t used;
 static int32_t dwi_blocks; /* blocks on the interleaved depthwise (MNV2_FAST_DWI) */
+static int32_t dwh_blocks; /* of those, on int16 mid rows (MNV2_FAST_DWH) */
 static void *take(uint32_t n)
 {
     uint8_t *p;
@@ -817,6 +818,10 @@ static int case_block(int32_t i)
         p.c_ww = wide_conv(cw2, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
         p.fast |= MNV2_FAST_DWI;
         ++dwi_blocks;
+        if (MNV2_TEST_DWH(p.mid_c) && (rnd() & 3u)) { /* int16 mid rows where a kernel is compiled for mid_c */
+            p.fast |= MNV2_FAST_DWH;
+            ++dwh_blocks;
+        }
     }
     n_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(p);
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
@@ -852,11 +857,13 @@ int main(void)
     }
     mnv2_sh_write0(bad ? "kernel mismatch\n" : "kernels ok\n");
     {
-        char b[16] = "dwi 0000000\n";
-        for (i = 10; i >= 4; --i, dwi_blocks /= 10) {
+        char b[16] = "dwi 0000000\n", h[16] = "dwh 0000000\n";
+        for (i = 10; i >= 4; --i, dwi_blocks /= 10, dwh_blocks /= 10) {
             b[i] = (char)('0' + dwi_blocks % 10);
+            h[i] = (char)('0' + dwh_blocks % 10);
         }
         mnv2_sh_write0(b);
+        mnv2_sh_write0(h);
     }
     return bad ? 1 : 0;
 }
@@ -886,6 +893,9 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     fast = (tmp_path / "fast" / "mnv2_kernels.c").read_text()
     shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW|PAIR)_SHIFT) (\d+)", fast))
     dwi = "#define MNV2_TEST_DWI %d\n" % (kernels == "arm_dsp")  # the interleaved depthwise: Arm DSP only
+    # its int16-row kernels, for the channel counts the rendered kernels have (the template's default list)
+    dwh_c = sorted({int(c) for c in re.findall(r"static void mnv2_dsp_dwh_run_(\d+)\(", fast)})
+    dwi += "#define MNV2_TEST_DWH(c) (0%s)\n" % "".join(f" || (c) == {c}" for c in dwh_c)
     (tmp_path / "driver.c").write_text(shifts + dwi + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
@@ -903,6 +913,7 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
                        stdin=subprocess.DEVNULL)
     log = (p.stderr or "") + (p.stdout or "")
     assert p.returncode == 0 and "kernels ok" in log, log[-2000:]
-    dwi = int(re.search(r"dwi (\d+)", log).group(1))
-    # the interleaved depthwise is exercised on every Arm DSP variant (27 of the 1,500 cases' blocks), never on Helium
-    assert dwi >= 10 if kernels == "arm_dsp" else dwi == 0, dwi
+    dwi, dwh = (int(re.search(rf"{k} (\d+)", log).group(1)) for k in ("dwi", "dwh"))
+    # the interleaved depthwise is exercised on every Arm DSP variant (27 of the 1,500 cases' blocks), never on Helium;
+    # on int16 mid rows in some of them (the kernels for 8 to 48 channels)
+    assert (dwi >= 10 and dwh >= 5 and dwh_c) if kernels == "arm_dsp" else dwi == dwh == 0, (dwi, dwh, dwh_c)

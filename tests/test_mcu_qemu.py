@@ -13,7 +13,7 @@ from codegen.checkpoint import bundled_checkpoints
 from codegen.emulate import run_firmware
 from codegen.errors import UserError
 from codegen.generate import generate, run_emulated
-from codegen.lower import classic_kernels, dw_fixed_channels
+from codegen.lower import classic_kernels, dw_fixed_channels, dwh_channels
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.profile import symbols
 from codegen.reference import run_int8
@@ -104,6 +104,13 @@ def test_instruction_count_and_fit_96(fw96):
         assert gen.schedule.dwi <= even, sorted(gen.schedule.dwi)
         if gen.target.name == "cortex-m7" and g.info.alpha == 0.35:
             assert gen.schedule.dwi == even and len(even) == 10, sorted(gen.schedule.dwi)
+        # its int16-row kernels exactly for the channel counts of the blocks the plan gave int16 mid rows
+        # (dwh_channels): at alpha 0.35 on the cortex-m7 all but block 1's (at the arena's peak)
+        dwh = sorted(int(m.group(1)) for name in linked if (m := re.fullmatch(r"mnv2_dsp_dwh_run_(\d+)", name)))
+        assert dwh == list(dwh_channels(g, gen.schedule.dwh)) and gen.schedule.dwh <= gen.schedule.dwi, dwh
+        assert ("mnv2_dwh_relayout" in linked) == bool(dwh)
+        if gen.target.name == "cortex-m7" and g.info.alpha == 0.35:
+            assert len(gen.schedule.dwh) == 9 and "b1/dw" not in gen.schedule.dwh, sorted(gen.schedule.dwh)
 
 
 def build_bare(t, source, elf, *defines):

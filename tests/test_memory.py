@@ -164,22 +164,24 @@ def test_scratch_formula_python_equals_c(tmp_path):
     """codegen/memory.py's block_scratch_bytes and the kernels' MNV2_BLOCK_SCRATCH_SIZE agree, line buffers and
     column-sliding."""
     from codegen.emit import environment
-    cases = [(a, k, w, c, s, cs, False) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112) for c in (1, 96)
-             for s in (1, 2) for cs in ((0, k, k + 3 * s) if a else (0,))]
-    cases += [(a, 3, w, c, 1, 0, True) for a in (1, 3) for w in (2, 48) for c in (8, 96)]  # padded (MNV2_FAST_DWI)
+    cases = [(a, k, w, c, s, cs, False, False) for a in (0, 1, 3) for k in (3, 5) for w in (1, 7, 112)
+             for c in (1, 96) for s in (1, 2) for cs in ((0, k, k + 3 * s) if a else (0,))]
+    cases += [(a, 3, w, c, 1, 0, True, wide) for a in (1, 3) for w in (2, 48) for c in (8, 96)
+              for wide in (False, True)]  # padded (MNV2_FAST_DWI), int16 (MNV2_FAST_DWH)
     (tmp_path / "mnv2_kernels.h").write_text(environment().get_template("kernels/mnv2_kernels.h.j2").render(
         provenance="/* test */"))
     lines = [f"{{ mnv2_block_params_t p = {{0}}; p.a_kernel = {a}; p.b_kernel = {k}; p.mid_w = {w}; p.mid_c = {c}; "
-             f"p.b_stride = {s}; p.cs_cols = {cs}; p.fast = {'MNV2_FAST_DWI | ' if pad else ''}MNV2_FAST_DW; "
+             f"p.b_stride = {s}; p.cs_cols = {cs}; p.fast = {'MNV2_FAST_DWI | ' if pad else ''}"
+             f"{'MNV2_FAST_DWH | ' if wide else ''}MNV2_FAST_DW; "
              f"printf(\"%ld\\n\", (long)MNV2_BLOCK_SCRATCH_SIZE(p)); }}"
-             for a, k, w, c, s, cs, pad in cases]
+             for a, k, w, c, s, cs, pad, wide in cases]
     (tmp_path / "t.c").write_text('#include <stdio.h>\n#include "mnv2_kernels.h"\nint main(void) {\n'
                                   + "\n".join(lines) + "\nreturn 0;\n}\n")
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(tmp_path / "t"), "t.c"],
                    cwd=tmp_path, check=True)
     got = [int(x) for x in subprocess.run([str(tmp_path / "t")], capture_output=True, text=True,
                                           check=True).stdout.split()]
-    assert got == [block_scratch_bytes(a, k, w, c, s, cs, pad) for a, k, w, c, s, cs, pad in cases]
+    assert got == [block_scratch_bytes(a, k, w, c, s, cs, pad, wide) for a, k, w, c, s, cs, pad, wide in cases]
 
 
 def test_padded_rows_keep_the_plans_units():
@@ -195,6 +197,13 @@ def test_padded_rows_keep_the_plans_units():
     only = plan(g, "streamed", padded_rows=frozenset({"b3/dw"}))  # the blocks the lowering gave the kernel
     assert shape(only) == shape(plain) and [u.b for u in only.units if u.padded] == ["b3/dw"]
     assert plan(g, "streamed", padded_rows=frozenset()).arena_bytes == plain.arena_bytes
+    wide = plan(g, "streamed", padded_rows=frozenset({"b3/dw", "b5/dw"}), wide_rows=frozenset({"b5/dw"}))
+    assert shape(wide) == shape(plain) and [(u.b, u.wide) for u in wide.units if u.padded] == [("b3/dw", False),
+                                                                                                ("b5/dw", True)]
+    _, mid_w, mid_c = g.shapes[next(op for op in g.ops if op.name == "b5/dw").input]
+    assert next(u for u in wide.units if u.b == "b5/dw").scratch == 3 * (mid_w + 2) * mid_c * 2  # int16 rows
+    assert next(u for u in wide.units if u.b == "b3/dw").scratch == next(u for u in only.units if u.b == "b3/dw").scratch
+    replay(g, wide)
 
 
 @pytest.mark.parametrize("padded_rows", [False, True])

@@ -12,10 +12,10 @@ import pytest
 
 from codegen import requant
 from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, DWI_LAST,
-                           DWI_WORDS, FAST_DWI, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT,
+                           DWH_FIXED_MAX, DWH_MID_MAX, DWI_WORDS, FAST_DWH, FAST_DWI, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT,
                            ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS,
                            STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels,
-                           dw_fixed_channels, dwi_input_order, lower, uniform_scale, widen_dw_stream, widen_dwi_stream,
+                           dw_fixed_channels, dwh_channels, dwi_input_order, lower, uniform_scale, widen_dw_stream, widen_dwi_stream,
                            widen_one_stream, widen_stream, widenable)
 from codegen.generate import plan_and_lower
 from codegen.memory import padded_blocks, plan
@@ -391,8 +391,18 @@ def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
             assert len(s.dwi) == 10 and padded_plan.arena_bytes == p.arena_bytes + 80
             assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWI != 0) == bool(st.dwi)
                        for st in s.steps)
+            # int16 mid rows on the interleaved blocks that leave the arena as it is: all but block 1 (48 x 48 x 16,
+            # at the peak), of at most DWH_FIXED_MAX channel counts (48, 96, 144, 192)
+            assert s.dwh == s.dwi - {"b1/dw"} and {u.b for u in padded_blocks(padded_plan) if u.wide} == s.dwh
+            assert dwh_channels(g, s.dwh) == (48, 96, 144, 192) and len(dwh_channels(g, s.dwh)) <= DWH_FIXED_MAX
+            assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWH != 0) == bool(st.dwh)
+                       for st in s.steps)
+            assert max(g.shapes[op.input][2] for op in g.ops if op.name in s.dwh) <= DWH_MID_MAX
+            narrow = padded_blocks(plan(g, "streamed", padded_rows=s.dwi))  # the same blocks with int8 rows
+            assert [(u.b, u.scratch * (2 if u.b in s.dwh else 1)) for u in narrow] == \
+                [(u.b, u.scratch) for u in padded_blocks(padded_plan)]
         else:  # no flash for the streams on the cortex-m4's chip, no such kernel on the host: the plan unchanged
-            assert not s.dwi and padded_plan.arena_bytes == p.arena_bytes, name
+            assert not s.dwi and not s.dwh and padded_plan.arena_bytes == p.arena_bytes, name
 
 
 def test_speed_flash_option_bounds_the_widened_bytes(tmp_path):
