@@ -16,7 +16,8 @@ from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_ST
                            ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST,
                            STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut,
                            choose_widened, classic_kernels, dw_fixed_channels, dwh_channels, dwi_input_order, lower,
-                           uniform_scale, widen_dw_stream, widen_dwi_stream, widen_one_stream, widen_stream, widenable)
+                           tri_rows, uniform_scale, widen_dw_stream, widen_dwi_stream, widen_one_stream, widen_stream,
+                           widenable)
 from codegen.generate import plan_and_lower
 from codegen.memory import padded_blocks, plan
 from codegen.pipeline import CalibOptions, compile_front
@@ -316,15 +317,16 @@ def graph_plan(checkpoint_factory):
     return g, plan(g)
 
 
-def _stages(g, p):
-    """(pixels, name, extra bytes) of every widenable block stage (and residual ADD: its table)."""
+def _stages(g, p, three_wide: bool = False):
+    """(pixels, name, extra bytes) of every widenable block stage (and residual ADD: its table); without the 1x1
+    stages of 3-pixel rows unless three_wide."""
     ops = {op.name: op for op in g.ops}
     out = []
     for unit in p.units:
         for part in (unit.parts if unit.kind == "chain" else (unit,) if unit.kind == "block" else ()):
             for name in (part.a, part.b, part.c, part.add):
                 extra = widenable(ops[name], stage_a=name == part.a) if name else None
-                if extra:
+                if extra and (three_wide or not tri_rows(g, ops[name])):
                     h, w, _ = g.shapes[ops[name].output]
                     out.append((h * w, name, extra))
     return out
@@ -361,6 +363,19 @@ def test_choice_stays_within_the_budget_most_pixels_first(graph_plan):
     assert choose_widened(g, p, sum(s[2] for s in before)) == {s[1] for s in before}
     no_proj = [s for s in before if s[0] > px or parts[s[1]] != "c"]
     assert choose_widened(g, p, sum(s[2] for s in no_proj)) == {s[1] for s in no_proj}
+
+
+def test_three_pixel_rows_keep_int8_weights(graph_plan):
+    """The 1x1 stages of 3-pixel rows (96 x 96: block 14's projection, blocks 15-17's both) stay on int8 weights at
+    any budget, where the three-pixel kernel runs them in fewer instructions."""
+    g, p = graph_plan
+    ops = {op.name: op for op in g.ops}
+    three = {n for _, n, _ in _stages(g, p, three_wide=True)
+             if ops[n].kind == "conv" and ops[n].weight.shape[1:3] == (1, 1) and g.shapes[ops[n].output][1] == 3}
+    assert len(three) == 7
+    chosen = choose_widened(g, p, 10 ** 9)
+    assert not three & chosen
+    assert chosen == {n for _, n, _ in _stages(g, p, three_wide=True)} - three
 
 
 def test_only_dsp_targets_get_widened_weights(graph_plan):
