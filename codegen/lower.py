@@ -39,6 +39,7 @@ class Step:
     call_args: tuple | None = None  # the constant arguments of the call; None: the arrays' symbols
     dwi: tuple = ()  # the depthwise ops it runs on the interleaved kernel (FAST_DWI)
     dwh: tuple = ()  # of those, the ones on int16 mid rows (FAST_DWH)
+    dwh_direct: tuple = ()  # of those, the ones whose stage A writes the int16 rows itself (dwh_direct)
 
     @property
     def args(self) -> tuple:
@@ -61,6 +62,12 @@ class Schedule:
     def dwh(self) -> frozenset:
         """The depthwise ops on the interleaved kernel on int16 mid rows (FAST_DWH)."""
         return frozenset(name for s in self.steps for name in s.dwh)
+
+    @property
+    def dwh_relayout(self) -> bool:
+        """Whether a block's int16 mid rows are widened from int8 ones (arm_dsp.c.j2's mnv2_dwh_relayout, compiled
+        only then): a stage A not dwh_direct."""
+        return any(set(s.dwh) - set(s.dwh_direct) for s in self.steps)
 
     @property
     def macs(self) -> int:
@@ -148,6 +155,9 @@ DW_STREAM_SHIFT = 10
 PAIR_STREAM_SHIFT = 12
 # Added to every shift word of a pair stream scaled for PAIR_STREAM_SHIFT (arm_dsp.c.j2's MNV2_STREAM_UNIFORM).
 STREAM_UNIFORM = 512
+# Stage A writes a block's int16 mid rows itself on a pair stream of at most this many inputs (arm_dsp.c.j2's
+# mnv2_dwh_direct: 4 MNV2_PAIR_UNROLL, one pass of mnv2_dsp_pair_run_s); a test holds the two equal.
+DWH_DIRECT_MAX_INPUTS = 32
 # The largest d of uniform_scale: int8 weights doubled and scaled by 2^d stay int16 ([-32768, 32512]).
 UNIFORM_D_MAX = 7
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
@@ -441,6 +451,20 @@ def dwh_candidates(graph: QuantGraph, dwi: frozenset) -> tuple:
     return tuple(op.name for op in sorted(ops, key=lambda op: (-int(np.prod(graph.shapes[op.output])), op.name)))
 
 
+def dwh_direct(a, params: dict) -> bool:
+    """Whether a block's stage A `a`, given its generated stream, writes the int16 interleaved mid rows itself
+    (arm_dsp.c.j2's mnv2_dwh_direct, which decides at run time; its blocks' rows are otherwise widened by
+    mnv2_dwh_relayout): a 1x1 expansion (stride 1, unpadded) with the short requantization (FAST_A) at zero point
+    -128, on its uniform one-pixel stream or, of at most DWH_DIRECT_MAX_INPUTS inputs, its uniform pair stream."""
+    n = params["in_c"]
+    if not (params["a_kernel"] == 1 and params["a_stride"] == 1 and params["a_pad_top"] == params["a_pad_left"] == 0
+            and params["in_w"] == params["mid_w"] and params["fast"] & FAST_A and params["mid_zp"] == -128):
+        return False
+    if params["a_one"]:
+        return n == ONE_STREAM_INPUTS and uniform_scale(a, ONE_STREAM_SHIFT, ONE_STREAM_INPUTS) is not None
+    return 4 <= n <= DWH_DIRECT_MAX_INPUTS and n % 4 == 0 and pair_stream_uniform(a)
+
+
 def dwh_channels(graph: QuantGraph, dwh: frozenset) -> tuple:
     """The channel counts (ascending) of the depthwise ops on int16 mid rows: arm_dsp.c.j2's mnv2_dsp_dwh_run_N."""
     return tuple(sorted({graph.shapes[op.input][2] for op in graph.ops if op.name in dwh}))
@@ -602,6 +626,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     dwh = dwi and unit.wide and mid_c <= DWH_MID_MAX
     params["fast"] = (block_fast(params, stage_consts, params["add_lut"] != 0) | (FAST_DWI if dwi else 0)
                       | (FAST_DWH if dwh else 0))
+    direct = dwh and a is not None and a.name in wide and a_bias is not None and dwh_direct(a, params)
     # stage[]: stage A (0s without one), depthwise, projection: weights, bias, mult, shift
     params["stage"] = "{" + ", ".join("{" + ", ".join(symbols[i:i + 4]) + "}" for i in (0, 4, 8)) + "}"
     ka = a.weight.shape[1] if a else 0
@@ -613,7 +638,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
                f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else ()
+    return params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (), (b.name,) if direct else ()
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -621,11 +646,11 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, macs, stages, dwi, dwh = _block_parts(graph, unit, ops, wide)
+    params, arrays, macs, stages, dwi, dwh, direct = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh)
+                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh, dwh_direct=direct)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -653,7 +678,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
                 first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4],
-                dwh=first[5] + second[5])
+                dwh=first[5] + second[5], dwh_direct=first[6] + second[6])
 
 
 def _op_step(graph: QuantGraph, op) -> Step:

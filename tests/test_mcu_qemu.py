@@ -108,9 +108,13 @@ def test_instruction_count_and_fit_96(fw96):
         # (dwh_channels): at alpha 0.35 on the cortex-m7 all but block 1's (at the arena's peak)
         dwh = sorted(int(m.group(1)) for name in linked if (m := re.fullmatch(r"mnv2_dsp_dwh_run_(\d+)", name)))
         assert dwh == list(dwh_channels(g, gen.schedule.dwh)) and gen.schedule.dwh <= gen.schedule.dwi, dwh
-        assert ("mnv2_dwh_relayout" in linked) == bool(dwh)
+        # the int8 rows' widening exactly where a block's stage A does not write its int16 rows itself (lower.py's
+        # dwh_relayout): at alpha 0.35 on the cortex-m7 every stage A does (block 3 on the one-pixel stream)
+        assert ("mnv2_dwh_relayout" in linked) == gen.schedule.dwh_relayout, gen.schedule.dwh_relayout
+        assert not gen.schedule.dwh_relayout or dwh
         if gen.target.name == "cortex-m7" and g.info.alpha == 0.35:
             assert len(gen.schedule.dwh) == 9 and "b1/dw" not in gen.schedule.dwh, sorted(gen.schedule.dwh)
+            assert not gen.schedule.dwh_relayout
 
 
 def build_bare(t, source, elf, *defines):

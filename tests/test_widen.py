@@ -12,12 +12,12 @@ import pytest
 
 from codegen import requant
 from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, DWI_LAST,
-                           DWH_MID_MAX, DWI_WORDS, FAST_DWH, FAST_DWI, FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS,
-                           ONE_STREAM_SHIFT, ONE_STREAM_WORDS, PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST,
-                           STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U, STREAM_UNIFORM, UNIFORM_D_MAX, add_lut,
-                           choose_widened, classic_kernels, dw_fixed_channels, dwh_channels, dwi_input_order, lower,
-                           tri_rows, uniform_scale, widen_dw_stream, widen_dwi_stream, widen_one_stream, widen_stream,
-                           widenable)
+                           DWH_DIRECT_MAX_INPUTS, DWH_MID_MAX, DWI_WORDS, FAST_A, FAST_DWH, FAST_DWI,
+                           FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS,
+                           PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U,
+                           STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels, dw_fixed_channels,
+                           dwh_channels, dwh_direct, dwi_input_order, lower, tri_rows, uniform_scale, widen_dw_stream,
+                           widen_dwi_stream, widen_one_stream, widen_stream, widenable)
 from codegen.generate import plan_and_lower
 from codegen.memory import padded_blocks, plan
 from codegen.pipeline import CalibOptions, compile_front
@@ -306,6 +306,7 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert define("MNV2_STREAM_UNIFORM") == STREAM_UNIFORM
     assert define("MNV2_DWI_WORDS") == DWI_WORDS
     assert re.search(r"set dwi_last = (\d+) ", text).group(1) == str(DWI_LAST)
+    assert 4 * int(re.search(r"set pair_unroll, pair_group_bytes = (\d+), ", text).group(1)) == DWH_DIRECT_MAX_INPUTS
     header = (ROOT / "templates" / "kernels" / "mnv2_kernels.h.j2").read_text()
     assert int(re.search(r"#define MNV2_FAST_DWI (\d+)", header).group(1)) == FAST_DWI
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
@@ -413,11 +414,33 @@ def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
             assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWH != 0) == bool(st.dwh)
                        for st in s.steps)
             assert max(g.shapes[op.input][2] for op in g.ops if op.name in s.dwh) <= DWH_MID_MAX
+            # stage A writes the int16 rows itself in every one (blocks 5-13 on their pair streams, block 3 on its
+            # one-pixel stream): no int8 row is widened (mnv2_dwh_relayout not compiled)
+            assert {n for st in s.steps for n in st.dwh_direct} == s.dwh and not s.dwh_relayout
             narrow = padded_blocks(plan(g, "streamed", padded_rows=s.dwi))  # the same blocks with int8 rows
             assert [(u.b, u.scratch * (2 if u.b in s.dwh else 1)) for u in narrow] == \
                 [(u.b, u.scratch) for u in padded_blocks(padded_plan)]
         else:  # no flash for the streams on the cortex-m4's chip, no such kernel on the host: the plan unchanged
             assert not s.dwi and not s.dwh and padded_plan.arena_bytes == p.arena_bytes, name
+
+
+def test_dwh_direct_takes_the_stage_a_kernels_can_write_int16_rows(graph_plan):
+    g, p = graph_plan
+    ops = {op.name: op for op in g.ops}
+    _, s = plan_and_lower(g, "streamed", load_target("cortex-m7"))
+    params = {st.op: dict(st.params) for st in s.steps if st.kernel == "block"}
+    one, pair = params["b3/add"], params["b5/add"]  # 8 inputs on the one-pixel stream; 16 on the pair stream
+    a1, a2 = ops["b3/expand"], ops["b5/expand"]
+    assert one["a_one"] == 1 and one["in_c"] == ONE_STREAM_INPUTS and pair["a_one"] == 0
+    assert dwh_direct(a1, one) and dwh_direct(a2, pair)
+    for prm, a in ((one, a1), (pair, a2)):
+        for field, value in (("mid_zp", -127), ("fast", prm["fast"] & ~FAST_A), ("a_kernel", 3), ("a_stride", 2),
+                             ("a_pad_left", 1), ("in_w", prm["mid_w"] + 1)):
+            assert not dwh_direct(a, {**prm, field: value}), field
+    assert not dwh_direct(a1, {**one, "in_c": 16})  # the one-pixel stream's 8 inputs only
+    assert not dwh_direct(a2, {**pair, "in_c": DWH_DIRECT_MAX_INPUTS + 4})  # one pass of the pair kernel
+    far = SimpleNamespace(**{**vars(a2), "shift": a2.shift - 30})  # out of uniform_scale's reach: a classic stream
+    assert not dwh_direct(far, pair)
 
 
 def test_speed_flash_option_bounds_the_widened_bytes(tmp_path):
