@@ -40,6 +40,7 @@ class Step:
     dwi: tuple = ()  # the depthwise ops it runs on the interleaved kernel (FAST_DWI)
     dwh: tuple = ()  # of those, the ones on int16 mid rows (FAST_DWH)
     dwh_direct: tuple = ()  # of those, the ones whose stage A writes the int16 rows itself (dwh_direct)
+    runtime_ww: bool = False  # a block stage widened on the stack at run time (runtime_widening)
 
     @property
     def args(self) -> tuple:
@@ -68,6 +69,12 @@ class Schedule:
         """Whether a block's int16 mid rows are widened from int8 ones (arm_dsp.c.j2's mnv2_dwh_relayout, compiled
         only then): a stage A not dwh_direct."""
         return any(set(s.dwh) - set(s.dwh_direct) for s in self.steps)
+
+    @property
+    def runtime_widening(self) -> bool:
+        """Whether a block widens weights on the stack at run time (arm_dsp.c.j2's mnv2_widen_stream / mnv2_dw_stream,
+        compiled only then: MNV2_DSP_RUNTIME_WW)."""
+        return any(s.runtime_ww for s in self.steps)
 
     @property
     def macs(self) -> int:
@@ -158,6 +165,11 @@ STREAM_UNIFORM = 512
 # Stage A writes a block's int16 mid rows itself on a pair stream of at most this many inputs (arm_dsp.c.j2's
 # mnv2_dwh_direct: 4 MNV2_PAIR_UNROLL, one pass of mnv2_dsp_pair_run_s); a test holds the two equal.
 DWH_DIRECT_MAX_INPUTS = 32
+# A block stage without generated widened weights gets them widened on the stack once per block call (arm_dsp.c.j2's
+# mnv2_block_run) up to these sizes: a 1x1 product of at most RUNTIME_WW_MAX weights (MNV2_DSP_WW_MAX), a 3 x 3
+# depthwise of at most RUNTIME_DWW_MAX channels whose bias it folds, up to DW_BASE_MAX (MNV2_DSP_DWW_MAX,
+# MNV2_DW_BASE_MAX); a test holds them equal.
+RUNTIME_WW_MAX, RUNTIME_DWW_MAX, DW_BASE_MAX = 384, 48, 192
 # The largest d of uniform_scale: int8 weights doubled and scaled by 2^d stay int16 ([-32768, 32512]).
 UNIFORM_D_MAX = 7
 # Flash kept free for code, constant tables and test inputs when the default widening budget is worked out.
@@ -465,6 +477,20 @@ def dwh_direct(a, params: dict) -> bool:
     return 4 <= n <= DWH_DIRECT_MAX_INPUTS and n % 4 == 0 and pair_stream_uniform(a)
 
 
+def runtime_widening(params: dict, dw_bias: bool) -> bool:
+    """Whether a block (its params, with the stages' widened-weight symbols or 0) widens a stage's weights on the stack
+    at run time (arm_dsp.c.j2's mnv2_block_run, the source of truth: it does so only where this holds): a 1x1 stage A
+    or projection of whole groups of 4 inputs with no generated stream and at most RUNTIME_WW_MAX weights, or a 3 x 3
+    depthwise (dw_bias: with a bias) of whole groups of 4 channels with none and at most RUNTIME_DWW_MAX channels."""
+    n, mid_c, out_c = params["in_c"], params["mid_c"], params["out_c"]
+    a = (params["a_kernel"] == 1 and not params["a_ww"] and n >= 4 and n % 4 == 0 and mid_c >= 2
+         and n * mid_c <= RUNTIME_WW_MAX)
+    c = not params["c_ww"] and mid_c >= 4 and mid_c % 4 == 0 and out_c >= 2 and mid_c * out_c <= RUNTIME_WW_MAX
+    b = (params["b_kernel"] == 3 and dw_bias and not params["b_ww"] and mid_c % 4 == 0
+         and mid_c <= min(RUNTIME_DWW_MAX, DW_BASE_MAX))
+    return a or b or c
+
+
 def dwh_channels(graph: QuantGraph, dwh: frozenset) -> tuple:
     """The channel counts (ascending) of the depthwise ops on int16 mid rows: arm_dsp.c.j2's mnv2_dsp_dwh_run_N."""
     return tuple(sorted({graph.shapes[op.input][2] for op in graph.ops if op.name in dwh}))
@@ -638,7 +664,8 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
                f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (), (b.name,) if direct else ()
+    return (params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (),
+            (b.name,) if direct else (), runtime_widening(params, b.bias is not None))
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -646,11 +673,12 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, macs, stages, dwi, dwh, direct = _block_parts(graph, unit, ops, wide)
+    params, arrays, macs, stages, dwi, dwh, direct, runtime_ww = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
                + ", ".join(stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh, dwh_direct=direct)
+                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh, dwh_direct=direct,
+                runtime_ww=runtime_ww)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -678,7 +706,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
                 first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4],
-                dwh=first[5] + second[5], dwh_direct=first[6] + second[6])
+                dwh=first[5] + second[5], dwh_direct=first[6] + second[6], runtime_ww=first[7] or second[7])
 
 
 def _op_step(graph: QuantGraph, op) -> Step:

@@ -889,9 +889,10 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     fw = resource_dir("firmware")
     render("portable", tmp_path / "ref")
     # -Os Arm DSP: without the int8 rows' widening (the generator's dwh_relayout false), so that the int16-row blocks
-    # whose stage A does not write the rows itself run on the int8 interleaved kernel in their larger slots
+    # whose stage A does not write the rows itself run on the int8 interleaved kernel in their larger slots, and
+    # without weights widened on the stack (runtime_ww false: the int8 kernels instead)
     relayout = not (kernels == "arm_dsp" and opt == "-Os")
-    render(kernels, tmp_path / "fast", **({} if relayout else {"dwh_relayout": False}))
+    render(kernels, tmp_path / "fast", **({} if relayout else {"dwh_relayout": False, "runtime_ww": False}))
     # the streams' shifts, as the rendered kernels define them (wide_conv, wide_one, wide_dw)
     fast = (tmp_path / "fast" / "mnv2_kernels.c").read_text()
     shifts = "".join("#define %s %s\n" % m for m in re.findall(r"#define (MNV2_(?:ONE|DW|PAIR)_SHIFT) (\d+)", fast))
@@ -899,6 +900,7 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     # its int16-row kernels, for the channel counts the rendered kernels have (the template's default list)
     dwh_c = sorted({int(c) for c in re.findall(r"static void mnv2_dsp_dwh_run_(\d+)\(", fast)})
     assert ("#define MNV2_DSP_DWH_RELAYOUT (MNV2_DSP_DWH && 1)" in fast) == relayout
+    assert ("#define MNV2_DSP_RUNTIME_WW 1" in fast) == relayout or kernels != "arm_dsp"
     dwi += "#define MNV2_TEST_DWH(c) (0%s)\n" % "".join(f" || (c) == {c}" for c in dwh_c)
     (tmp_path / "driver.c").write_text(shifts + dwi + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]

@@ -15,8 +15,9 @@ from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_ST
                            DWH_DIRECT_MAX_INPUTS, DWH_MID_MAX, DWI_WORDS, FAST_A, FAST_DWH, FAST_DWI,
                            FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS,
                            PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U,
-                           STREAM_UNIFORM, UNIFORM_D_MAX, add_lut, choose_widened, classic_kernels, dw_fixed_channels,
-                           dwh_channels, dwh_direct, dwi_input_order, lower, tri_rows, uniform_scale, widen_dw_stream,
+                           STREAM_UNIFORM, UNIFORM_D_MAX, RUNTIME_WW_MAX, RUNTIME_DWW_MAX, DW_BASE_MAX, add_lut,
+                           choose_widened, classic_kernels, dw_fixed_channels, dwh_channels, dwh_direct,
+                           dwi_input_order, lower, runtime_widening, tri_rows, uniform_scale, widen_dw_stream,
                            widen_dwi_stream, widen_one_stream, widen_stream, widenable)
 from codegen.generate import plan_and_lower
 from codegen.memory import padded_blocks, plan
@@ -307,6 +308,8 @@ def test_limits_and_stream_sizes_match_the_kernels():
     assert define("MNV2_DWI_WORDS") == DWI_WORDS
     assert re.search(r"set dwi_last = (\d+) ", text).group(1) == str(DWI_LAST)
     assert 4 * int(re.search(r"set pair_unroll, pair_group_bytes = (\d+), ", text).group(1)) == DWH_DIRECT_MAX_INPUTS
+    assert (define("MNV2_DSP_WW_MAX"), define("MNV2_DSP_DWW_MAX"), define("MNV2_DW_BASE_MAX")) == (
+        RUNTIME_WW_MAX, RUNTIME_DWW_MAX, DW_BASE_MAX)
     header = (ROOT / "templates" / "kernels" / "mnv2_kernels.h.j2").read_text()
     assert int(re.search(r"#define MNV2_FAST_DWI (\d+)", header).group(1)) == FAST_DWI
     assert re.search(r"#define MNV2_RQ_ZP_FLOOR \((-\d+)\)", text).group(1) == "-128"  # lower.relu_floor's zero point
@@ -441,6 +444,21 @@ def test_dwh_direct_takes_the_stage_a_kernels_can_write_int16_rows(graph_plan):
     assert not dwh_direct(a2, {**pair, "in_c": DWH_DIRECT_MAX_INPUTS + 4})  # one pass of the pair kernel
     far = SimpleNamespace(**{**vars(a2), "shift": a2.shift - 30})  # out of uniform_scale's reach: a classic stream
     assert not dwh_direct(far, pair)
+
+
+def test_runtime_widening_where_a_stage_has_no_generated_stream():
+    # a block of 8 -> 48 -> 8 channels with every stage's widened weights generated (symbols), then without each
+    block = dict(in_c=8, mid_c=48, out_c=8, a_kernel=1, b_kernel=3, a_ww="a", b_ww="b", c_ww="c")
+    assert not runtime_widening(block, True)
+    assert runtime_widening({**block, "a_ww": 0}, True)  # 384 weights: widened on the stack
+    assert runtime_widening({**block, "c_ww": 0}, True)
+    assert runtime_widening({**block, "b_ww": 0}, True)  # 48 channels, its bias folded
+    assert not runtime_widening({**block, "b_ww": 0}, False)  # no bias to fold
+    assert not runtime_widening({**block, "b_ww": 0, "b_kernel": 5}, True)
+    for field, value in (("in_c", 12), ("in_c", 6), ("a_kernel", 3)):  # 576 weights; not whole groups; not 1x1
+        assert not runtime_widening({**block, "a_ww": 0, field: value}, True), (field, value)
+    assert not runtime_widening({**block, "c_ww": 0, "out_c": 12}, True)  # 576 weights
+    assert not runtime_widening({**block, "b_ww": 0, "mid_c": 52, "in_c": 4, "out_c": 4}, True)  # > 48 channels
 
 
 def test_speed_flash_option_bounds_the_widened_bytes(tmp_path):
