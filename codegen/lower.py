@@ -164,7 +164,7 @@ PAIR_STREAM_SHIFT = 12
 STREAM_UNIFORM = 512
 # Stage A writes a block's int16 mid rows itself on a pair stream of at most this many inputs (arm_dsp.c.j2's
 # mnv2_dwh_direct: 4 MNV2_PAIR_UNROLL, one pass of mnv2_dsp_pair_run_s); a test holds the two equal.
-DWH_DIRECT_MAX_INPUTS = 32
+DWH_DIRECT_MAX_INPUTS = 64
 # A block stage without generated widened weights gets them widened on the stack once per block call (arm_dsp.c.j2's
 # mnv2_block_run) up to these sizes: a 1x1 product of at most RUNTIME_WW_MAX weights (MNV2_DSP_WW_MAX), a 3 x 3
 # depthwise of at most RUNTIME_DWW_MAX channels whose bias it folds, up to DW_BASE_MAX (MNV2_DSP_DWW_MAX,
