@@ -583,11 +583,25 @@ def check_block_fields(block: str, params: dict) -> None:
                             f"block's parameters (-32768..32767)")
 
 
-def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(), striped: bool = False) -> tuple:
+@dataclass(frozen=True)
+class _BlockParts:
+    """One block's share of a Step (_block_parts): its params, arrays, MACs, stage phrases and Step's dwi, dwh,
+    dwh_direct, runtime_ww."""
+    params: dict
+    arrays: tuple
+    macs: int
+    stages: list
+    dwi: tuple
+    dwh: tuple
+    dwh_direct: tuple
+    runtime_ww: bool
+
+
+def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(),
+                 striped: bool = False) -> _BlockParts:
     """A streamed inverted-residual block (mnv2_block_s8 / one half of mnv2_chain_s8): stage A (expansion or stem
     conv), depthwise, projection, residual ADD; the stages named in `wide` also get their weights widened (a_ww,
-    b_ww, c_ww), and the weights and constants go in its params' stage[] (no call arguments). Returns (params dict,
-    arrays, MACs, stage phrases)."""
+    b_ww, c_ww), and the weights and constants go in its params' stage[] (no call arguments)."""
     qp, shapes = graph.qparams, graph.shapes
     a = ops[unit.a] if unit.a else None
     b, c = ops[unit.b], ops[unit.c]
@@ -664,8 +678,8 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
                f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
-    return (params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (),
-            (b.name,) if direct else (), runtime_widening(params, b.bias is not None))
+    return _BlockParts(params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (),
+                       (b.name,) if direct else (), runtime_widening(params, b.bias is not None))
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -673,12 +687,12 @@ def _shape_text(graph: QuantGraph, name: str) -> str:
 
 
 def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
-    params, arrays, macs, stages, dwi, dwh, direct, runtime_ww = _block_parts(graph, unit, ops, wide)
+    b = _block_parts(graph, unit, ops, wide)
     summary = (f"streamed block {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}: "
-               + ", ".join(stages))
-    return Step(unit.output, c_name(unit.output), "block", tuple(params.items()), unit.inputs, unit.output, arrays,
-                macs, summary, scratch=unit.scratch, call_args=(), dwi=dwi, dwh=dwh, dwh_direct=direct,
-                runtime_ww=runtime_ww)
+               + ", ".join(b.stages))
+    return Step(unit.output, c_name(unit.output), "block", tuple(b.params.items()), unit.inputs, unit.output,
+                b.arrays, b.macs, summary, scratch=unit.scratch, call_args=(), dwi=b.dwi, dwh=b.dwh,
+                dwh_direct=b.dwh_direct, runtime_ww=b.runtime_ww)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -691,22 +705,23 @@ def c_initializer(params: dict, indent: int = 8) -> str:
 def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset()) -> Step:
     """Two blocks as one pipeline (mnv2_chain_s8): the first block's output lives only in a ring of rows."""
     first, second = (_block_parts(graph, u, ops, wide, striped=unit.strips) for u in unit.parts)
-    params = (("first", c_initializer(first[0])), ("second", c_initializer(second[0])),
+    params = (("first", c_initializer(first.params)), ("second", c_initializer(second.params)),
               ("ring_rows", unit.ring_rows))
     mid = unit.parts[0].output
     summary = (f"chained blocks {_shape_text(graph, unit.inputs[0])} -> {_shape_text(graph, unit.output)}, "
                f"{mid} ({_shape_text(graph, mid)}) only as a ring of {unit.ring_rows} rows: "
-               + ", ".join(first[3]) + "; then " + ", ".join(second[3]))
+               + ", ".join(first.stages) + "; then " + ", ".join(second.stages))
     kernel = "chain"
     if unit.strips:  # the chain's parameters nested, then the strips' layout
         kernel = "strips"
-        chain = {"first": c_initializer(first[0], 12), "second": c_initializer(second[0], 12),
+        chain = {"first": c_initializer(first.params, 12), "second": c_initializer(second.params, 12),
                  "ring_rows": unit.ring_rows}
         params = (("chain", c_initializer(chain)),) + tuple(strips_layout(graph, unit).c_params().items())
         summary += "; in two column strips, the left strip's outputs and the shared columns kept in consumed input"
-    return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output, first[1] + second[1],
-                first[2] + second[2], summary, scratch=unit.scratch, call_args=(), dwi=first[4] + second[4],
-                dwh=first[5] + second[5], dwh_direct=first[6] + second[6], runtime_ww=first[7] or second[7])
+    return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output,
+                first.arrays + second.arrays, first.macs + second.macs, summary, scratch=unit.scratch, call_args=(),
+                dwi=first.dwi + second.dwi, dwh=first.dwh + second.dwh,
+                dwh_direct=first.dwh_direct + second.dwh_direct, runtime_ww=first.runtime_ww or second.runtime_ww)
 
 
 def _op_step(graph: QuantGraph, op) -> Step:
