@@ -208,7 +208,9 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
             provenance=provenance, mid_max=max((g.shapes[op.input][2] for op in g.ops if op.kind == "depthwise"),
                                                default=0), classic=classic_kernels(g),
             dw_fixed=list(dw_fixed_channels(g, schedule.dwi)), dwi=bool(schedule.dwi),
-            dwh=list(dwh_channels(g, schedule.dwh)), dwh_relayout=schedule.dwh_relayout,
+            dw_generic=bool(schedule.dw_stream_channels - set(dw_fixed_channels(g, schedule.dwi))),
+            dwh=list(dwh_channels(g, schedule.dwh)), dwh2=list(dwh_channels(g, schedule.dwh, 2)),
+            dwh_relayout=schedule.dwh_relayout,
             runtime_ww=schedule.runtime_widening),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }

@@ -13,7 +13,7 @@ from .build import build
 from .emit import check_output_dir, render, update_metadata, write_project
 from .emulate import EmulatorRun, default_timeout, run_firmware
 from .errors import UserError
-from .lower import DWH_FIXED_MAX, PADDED_KERNELS, Schedule, dwh_candidates, dwh_channels, lower
+from .lower import DWH2_FIXED_MAX, DWH_FIXED_MAX, PADDED_KERNELS, Schedule, dwh_candidates, dwh_channels, lower
 from .memory import padded_blocks, plan, replay
 from .pipeline import CalibOptions, Compiled, compile_front
 from .reference import run_int8
@@ -82,21 +82,31 @@ def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None)
     pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
     flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) without a larger
     arena get them (most outputs first)."""
-    mem_plan = plan(graph, strategy, padded_rows=target.kernels in PADDED_KERNELS)
+    padded = target.kernels in PADDED_KERNELS
+    strides = {op.name: getattr(op, "stride", 1) for op in graph.ops}
+    # stride-2 blocks take the interleaved depthwise on int16 rows only: padded wide to be lowered onto it
+    stride2 = frozenset(u.b for u in padded_blocks(plan(graph, strategy, padded_rows=padded))
+                        if strides[u.b] == 2) if padded else frozenset()
+    mem_plan = plan(graph, strategy, padded_rows=padded, wide_rows=stride2)
     schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
-    if {u.b for u in padded_blocks(mem_plan)} != schedule.dwi:
-        mem_plan = plan(graph, strategy, padded_rows=schedule.dwi)
+    s1, s2 = schedule.dwi - stride2, schedule.dwh & stride2  # the stride-2 ones lowered onto it
+    if {u.b for u in padded_blocks(mem_plan)} != s1:
+        mem_plan = plan(graph, strategy, padded_rows=s1)
         schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
     wide = frozenset()  # int16 mid rows (FAST_DWH) where the plan's arena stays as it is
-    for b in dwh_candidates(graph, schedule.dwi):
-        if (len(dwh_channels(graph, wide | {b})) <= DWH_FIXED_MAX and
-                plan(graph, strategy, padded_rows=schedule.dwi, wide_rows=wide | {b}).arena_bytes
+    for b in dwh_candidates(graph, schedule.dwi | s2):
+        stride = strides[b]
+        if (len(dwh_channels(graph, wide | {b}, stride)) <= (DWH_FIXED_MAX if stride == 1 else DWH2_FIXED_MAX) and
+                plan(graph, strategy, padded_rows=s1 | ((wide | {b}) & stride2), wide_rows=wide | {b}).arena_bytes
                 <= mem_plan.arena_bytes):
             wide |= {b}
-    if wide:
-        mem_plan = plan(graph, strategy, padded_rows=schedule.dwi, wide_rows=wide)
+    while wide:
+        mem_plan = plan(graph, strategy, padded_rows=s1 | (wide & stride2), wide_rows=wide)
         schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
-        assert schedule.dwh == wide, "int16 mid rows only on the interleaved depthwise"
+        if schedule.dwh == wide:
+            break
+        assert schedule.dwh < wide, "int16 mid rows only on the interleaved depthwise"
+        wide = schedule.dwh  # a stride-2 block the lowering left (its streams past the flash budget): unpadded
     return mem_plan, schedule
 
 

@@ -41,6 +41,7 @@ class Step:
     dwh: tuple = ()  # of those, the ones on int16 mid rows (FAST_DWH)
     dwh_direct: tuple = ()  # of those, the ones whose stage A writes the int16 rows itself (dwh_direct)
     runtime_ww: bool = False  # a block stage widened on the stack at run time (runtime_widening)
+    dw_stream: tuple = ()  # mid channel counts of its depthwise on a stream outside the interleaved kernels
 
     @property
     def args(self) -> tuple:
@@ -75,6 +76,13 @@ class Schedule:
         """Whether a block widens weights on the stack at run time (arm_dsp.c.j2's mnv2_widen_stream / mnv2_dw_stream,
         compiled only then: MNV2_DSP_RUNTIME_WW)."""
         return any(s.runtime_ww for s in self.steps)
+
+    @property
+    def dw_stream_channels(self) -> frozenset:
+        """The channel counts of the blocks' depthwise streams (generated or widened at run time) outside the
+        interleaved kernels: those arm_dsp.c.j2's two-window kernel may run (mnv2_dsp_dw3_run_wN where dw_fixed has
+        the count, else mnv2_dsp_dw3_run_w, compiled only then: MNV2_DSP_DW_GENERIC)."""
+        return frozenset(c for s in self.steps for c in s.dw_stream)
 
     @property
     def macs(self) -> int:
@@ -451,15 +459,23 @@ DWI_LAST = 256
 # MNV2_DSP_PROJ_MAX: a residual block's projected pair on the stack).
 DWI_MID_MAX, DWI_OUT_MAX = 640, 256
 # The widest mid rows the interleaved depthwise takes as int16 (arm_dsp.c.j2's mnv2_dsp_dwh_run_N: the next pixel
-# pair 4 N - 8 bytes on, an LDRD offset up to 1020), and the most channel counts that get such a kernel (one each).
+# pair 4 N - 8 bytes on, an LDRD offset up to 1020), and the most channel counts that get such a kernel (one each);
+# the same of stride 2 (mnv2_dsp_dwh2_run_N: the pair after next 8 N - 8 bytes on; about 270 bytes of code each).
 DWH_MID_MAX, DWH_FIXED_MAX = 256, 4
+DWH2_MID_MAX, DWH2_FIXED_MAX = 128, 2
+
+
+def dwh_mid_max(stride: int) -> int:
+    """The most mid channels of an interleaved depthwise of this stride on int16 rows."""
+    return DWH_MID_MAX if stride == 1 else DWH2_MID_MAX
 
 
 def dwh_candidates(graph: QuantGraph, dwi: frozenset) -> tuple:
-    """The interleaved depthwise ops (`dwi`) that may run on int16 mid rows (FAST_DWH), at most DWH_MID_MAX
-    channels, most outputs first: generate.plan_and_lower gives them int16 rows in this order where the wider rows
-    leave the arena as it is, of at most DWH_FIXED_MAX channel counts."""
-    ops = [op for op in graph.ops if op.name in dwi and graph.shapes[op.input][2] <= DWH_MID_MAX]
+    """The interleaved depthwise ops (`dwi`; of stride 2, those memory.paddable allows) that may run on int16 mid rows
+    (FAST_DWH), at most dwh_mid_max channels, most outputs first: generate.plan_and_lower gives them int16 rows in
+    this order where the wider rows leave the arena as it is, of at most DWH_FIXED_MAX (DWH2_FIXED_MAX) channel
+    counts."""
+    ops = [op for op in graph.ops if op.name in dwi and graph.shapes[op.input][2] <= dwh_mid_max(op.stride)]
     return tuple(op.name for op in sorted(ops, key=lambda op: (-int(np.prod(graph.shapes[op.output])), op.name)))
 
 
@@ -486,26 +502,34 @@ def runtime_widening(params: dict, dw_bias: bool) -> bool:
     a = (params["a_kernel"] == 1 and not params["a_ww"] and n >= 4 and n % 4 == 0 and mid_c >= 2
          and n * mid_c <= RUNTIME_WW_MAX)
     c = not params["c_ww"] and mid_c >= 4 and mid_c % 4 == 0 and out_c >= 2 and mid_c * out_c <= RUNTIME_WW_MAX
-    b = (params["b_kernel"] == 3 and dw_bias and not params["b_ww"] and mid_c % 4 == 0
-         and mid_c <= min(RUNTIME_DWW_MAX, DW_BASE_MAX))
-    return a or b or c
+    return a or runtime_dw_widening(params, dw_bias) or c
 
 
-def dwh_channels(graph: QuantGraph, dwh: frozenset) -> tuple:
-    """The channel counts (ascending) of the depthwise ops on int16 mid rows: arm_dsp.c.j2's mnv2_dsp_dwh_run_N."""
-    return tuple(sorted({graph.shapes[op.input][2] for op in graph.ops if op.name in dwh}))
+def runtime_dw_widening(params: dict, dw_bias: bool) -> bool:
+    """runtime_widening's depthwise part: a 3 x 3 depthwise (dw_bias: with a bias) of whole groups of 4 channels with
+    no generated stream and at most RUNTIME_DWW_MAX channels gets its stream on the stack (mnv2_dw_stream)."""
+    mid_c = params["mid_c"]
+    return (params["b_kernel"] == 3 and dw_bias and not params["b_ww"] and mid_c % 4 == 0
+            and mid_c <= min(RUNTIME_DWW_MAX, DW_BASE_MAX))
+
+
+def dwh_channels(graph: QuantGraph, dwh: frozenset, stride: int = 1) -> tuple:
+    """The channel counts (ascending) of the depthwise ops of this stride on int16 mid rows: arm_dsp.c.j2's
+    mnv2_dsp_dwh_run_N (stride 1), mnv2_dsp_dwh2_run_N (stride 2)."""
+    return tuple(sorted({graph.shapes[op.input][2] for op in graph.ops if op.name in dwh and op.stride == stride}))
 
 
 def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
-    """3x3 stride-1 depthwise weights ([3][3][c], c a multiple of 4, dw_stream_uniform) and constants for the
-    interleaved kernel (arm_dsp.c.j2's mnv2_dsp_dwi_run, mnv2_block_params_t's b_ww under MNV2_FAST_DWI): per pair of
+    """3x3 depthwise weights ([3][3][c], c a multiple of 4, dw_stream_uniform) and constants for the interleaved
+    kernels (arm_dsp.c.j2's mnv2_dsp_dwi_run, _dwh_run_N and, stride 2, _dwh2_run_N; mnv2_block_params_t's b_ww under
+    MNV2_FAST_DWI): per pair of
     channels (c, c + 1), DWI_WORDS words, each channel scaled by 2^(d + 1) as in widen_dw_stream: the scaled folded
     biases of c, c, c + 1, c + 1 (the four accumulators' starts: two output pixels); per window row the int16 pairs
     (w0, w1) and (w1, w2) of channel c, then of c + 1; the multiplier and K' of c, then of c + 1; the step of the
     widened pair's pointer after the pair's outputs (4 after channels 4k, 4k + 1; 12 after 4k + 2, 4k + 3; the last
     pair's + DWI_LAST)."""
     c = op.weight.shape[-1]
-    assert dw_stream_applies(op) and dw_stream_uniform(op) and op.stride == 1
+    assert dw_stream_applies(op) and dw_stream_uniform(op) and op.stride in (1, 2)
     w = op.weight.reshape(3, 3, c).astype(np.int64)
     sc, k, _ = _stream_consts(op, out_zp, DW_STREAM_SHIFT, 9)
     base = sc * (op.bias.astype(np.int64) - int(in_zp) * w.reshape(9, c).sum(axis=0))
@@ -586,7 +610,7 @@ def check_block_fields(block: str, params: dict) -> None:
 @dataclass(frozen=True)
 class _BlockParts:
     """One block's share of a Step (_block_parts): its params, arrays, MACs, stage phrases and Step's dwi, dwh,
-    dwh_direct, runtime_ww."""
+    dwh_direct, runtime_ww, dw_stream."""
     params: dict
     arrays: tuple
     macs: int
@@ -595,6 +619,7 @@ class _BlockParts:
     dwh: tuple
     dwh_direct: tuple
     runtime_ww: bool
+    dw_stream: tuple
 
 
 def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(),
@@ -644,7 +669,9 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
               if op is not None]
     stage_consts = ((None,) if a is None else ()) + tuple(consts)
     short = block_fast(params, stage_consts, False)
-    dwi = (not striped and unit.padded and b.name in wide and c.name in wide and dw_stream_uniform(b)
+    # stride 2: on int16 rows only (no int8 kernel)
+    dwi = (not striped and unit.padded and (b.stride == 1 or (unit.wide and mid_c <= DWH2_MID_MAX))
+           and b.name in wide and c.name in wide and dw_stream_uniform(b)
            and widenable(c) is not None and out_c % 2 == 0 and mid_c <= DWI_MID_MAX
            and (add is None or out_c <= DWI_OUT_MAX) and short & FAST_DW != 0 and short & FAST_PROJ != 0
            and c_zp == 0 and c_bias is not None and b.bias is not None)
@@ -663,7 +690,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
             wide_arrays.append(ConstArray(f"mnv2_{c_name(op.name)}_wide", "int32_t", values, "wide"))
             params[field] = wide_arrays[-1].symbol
     arrays += tuple(wide_arrays)
-    dwh = dwi and unit.wide and mid_c <= DWH_MID_MAX
+    dwh = dwi and unit.wide and mid_c <= dwh_mid_max(b.stride)
     params["fast"] = (block_fast(params, stage_consts, params["add_lut"] != 0) | (FAST_DWI if dwi else 0)
                       | (FAST_DWH if dwh else 0))
     direct = dwh and a is not None and a.name in wide and a_bias is not None and dwh_direct(a, params)
@@ -678,8 +705,10 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
                f"project to {out_c}"]
     stages += ["residual add"] if add else []
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
+    dw_stream = (mid_c,) if (not dwi and params["b_kernel"] == 3 and mid_c % 4 == 0 and
+                             (params["b_ww"] or runtime_dw_widening(params, b.bias is not None))) else ()
     return _BlockParts(params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (),
-                       (b.name,) if direct else (), runtime_widening(params, b.bias is not None))
+                       (b.name,) if direct else (), runtime_widening(params, b.bias is not None), dw_stream)
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -692,7 +721,7 @@ def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
                + ", ".join(b.stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(b.params.items()), unit.inputs, unit.output,
                 b.arrays, b.macs, summary, scratch=unit.scratch, call_args=(), dwi=b.dwi, dwh=b.dwh,
-                dwh_direct=b.dwh_direct, runtime_ww=b.runtime_ww)
+                dwh_direct=b.dwh_direct, runtime_ww=b.runtime_ww, dw_stream=b.dw_stream)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -721,7 +750,8 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
     return Step(unit.output, c_name(unit.output), kernel, params, unit.inputs, unit.output,
                 first.arrays + second.arrays, first.macs + second.macs, summary, scratch=unit.scratch, call_args=(),
                 dwi=first.dwi + second.dwi, dwh=first.dwh + second.dwh,
-                dwh_direct=first.dwh_direct + second.dwh_direct, runtime_ww=first.runtime_ww or second.runtime_ww)
+                dwh_direct=first.dwh_direct + second.dwh_direct, runtime_ww=first.runtime_ww or second.runtime_ww,
+                dw_stream=first.dw_stream + second.dw_stream)
 
 
 def _op_step(graph: QuantGraph, op) -> Step:

@@ -67,6 +67,7 @@ static uint8_t pool[1u << 21] __attribute__((aligned(16)));
 static uint32_t used;
 static int32_t dwi_blocks; /* blocks on the interleaved depthwise (MNV2_FAST_DWI) */
 static int32_t dwh_blocks; /* of those, on int16 mid rows (MNV2_FAST_DWH) */
+static int32_t dwh2_blocks; /* stride-2 blocks on the interleaved depthwise (int16 rows) */
 static void *take(uint32_t n)
 {
     uint8_t *p;
@@ -563,7 +564,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri, dwi;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri, dwi, dwi2;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -591,9 +592,11 @@ static int case_block(int32_t i)
         p.in_w |= 1;
         p.in_c = rint_(1, 24);
     }
+    /* half of those with a 1x1 expansion of stride 2 instead, on rows of 4k pixels (int16 rows only) */
+    dwi2 = dwi && p.a_kernel == 1 && (rnd() & 1u);
     if (dwi && p.a_kernel == 1) {
         p.a_stride = 1;
-        p.in_w = 2 * rint_(1, 12);
+        p.in_w = dwi2 ? 4 * rint_(1, 6) : 2 * rint_(1, 12);
         p.in_h = rint_(2, 8);
         p.in_c = (rnd() & 1u) ? 8 : 2 * rint_(1, 20); /* even: the residual's out_c */
     }
@@ -633,7 +636,7 @@ static int case_block(int32_t i)
     p.b_pad_top = rint_(0, p.b_kernel / 2);
     p.b_pad_left = rint_(0, p.b_kernel / 2);
     if (mnv2_like && ((p.a_kernel < 3 && p.a_stride == 1 && (full || tri || (rnd() & 1u))) || dwi)) { /* residual */
-        p.b_stride = 1;
+        p.b_stride = dwi2 ? 2 : 1;
         p.b_pad_top = p.b_pad_left = 1;
     }
     p.out_h = (p.mid_h + 2 * p.b_pad_top - p.b_kernel) / p.b_stride + 1;
@@ -822,6 +825,19 @@ static int case_block(int32_t i)
             p.fast |= MNV2_FAST_DWH;
             ++dwh_blocks;
         }
+    } else if (dwi2 && p.b_kernel == 3 && p.b_stride == 2 && p.b_pad_top == 1 && p.b_pad_left == 1 &&
+               p.mid_w % 4 == 0 && p.mid_h >= 2 && p.mid_c % 8 == 0 && MNV2_TEST_DWH2(p.mid_c) && !p.cs_cols &&
+               p.c_zp == 0 && p.out_c % 2 == 0 && p.b_ww && p.c_ww && cb && p.dw_zp == -128 &&
+               uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9) && (p.fast & MNV2_FAST_DW) && (p.fast & MNV2_FAST_PROJ)) {
+        /* of stride 2 (memory.py's paddable: rows of 4k pixels, padded by 1), on int16 mid rows only */
+        int8_t *cw2 = take((uint32_t)(p.out_c * p.mid_c));
+        for (j = 0; j < p.out_c * p.mid_c; ++j) {
+            cw2[j] = cw[(j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)];
+        }
+        p.b_ww = wide_dwi(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
+        p.c_ww = wide_conv(cw2, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
+        p.fast |= MNV2_FAST_DWI | MNV2_FAST_DWH;
+        ++dwh2_blocks;
     }
     n_scratch = (uint32_t)MNV2_BLOCK_SCRATCH_SIZE(p);
     inplace = p.residual && !p.cs_cols && inplace_legal(&p) && (rnd() & 1u);
@@ -857,13 +873,15 @@ int main(void)
     }
     mnv2_sh_write0(bad ? "kernel mismatch\n" : "kernels ok\n");
     {
-        char b[16] = "dwi 0000000\n", h[16] = "dwh 0000000\n";
-        for (i = 10; i >= 4; --i, dwi_blocks /= 10, dwh_blocks /= 10) {
+        char b[16] = "dwi 0000000\n", h[16] = "dwh 0000000\n", h2[16] = "dh2 0000000\n";
+        for (i = 10; i >= 4; --i, dwi_blocks /= 10, dwh_blocks /= 10, dwh2_blocks /= 10) {
             b[i] = (char)('0' + dwi_blocks % 10);
             h[i] = (char)('0' + dwh_blocks % 10);
+            h2[i] = (char)('0' + dwh2_blocks % 10);
         }
         mnv2_sh_write0(b);
         mnv2_sh_write0(h);
+        mnv2_sh_write0(h2);
     }
     return bad ? 1 : 0;
 }
@@ -902,6 +920,10 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     assert ("#define MNV2_DSP_DWH_RELAYOUT (MNV2_DSP_DWH && 1)" in fast) == relayout
     assert ("#define MNV2_DSP_RUNTIME_WW 1" in fast) == relayout or kernels != "arm_dsp"
     dwi += "#define MNV2_TEST_DWH(c) (0%s)\n" % "".join(f" || (c) == {c}" for c in dwh_c)
+    # of stride 2 likewise, with the relayout only (no int8 kernel: the generator compiles the relayout wherever such a
+    # block's stage A does not write its int16 rows itself, lower.py's dwh_relayout)
+    dwh2_c = sorted({int(c) for c in re.findall(r"static void mnv2_dsp_dwh2_run_(\d+)\(", fast)}) if relayout else []
+    dwi += "#define MNV2_TEST_DWH2(c) (0%s)\n" % "".join(f" || (c) == {c}" for c in dwh2_c)
     (tmp_path / "driver.c").write_text(shifts + dwi + DRIVER)
     flags = [opt if f == "-O2" else f for f in t.cflags]
     base = [t.cc, *flags, "-include", "mnv2_mcu.h", f"-I{fw}", f"-I{fw / 'include'}"]
@@ -919,7 +941,9 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
                        stdin=subprocess.DEVNULL)
     log = (p.stderr or "") + (p.stdout or "")
     assert p.returncode == 0 and "kernels ok" in log, log[-2000:]
-    dwi, dwh = (int(re.search(rf"{k} (\d+)", log).group(1)) for k in ("dwi", "dwh"))
+    dwi, dwh, dwh2 = (int(re.search(rf"{k} (\d+)", log).group(1)) for k in ("dwi", "dwh", "dh2"))
     # the interleaved depthwise is exercised on every Arm DSP variant (27 of the 1,500 cases' blocks), never on Helium;
     # on int16 mid rows in some of them (the kernels for 8 to 48 channels)
-    assert (dwi >= 10 and dwh >= 5 and dwh_c) if kernels == "arm_dsp" else dwi == dwh == 0, (dwi, dwh, dwh_c)
+    assert (dwi >= 10 and dwh >= 3 and dwh_c) if kernels == "arm_dsp" else dwi == dwh == 0, (dwi, dwh, dwh_c)
+    # and of stride 2 on int16 rows (the kernels for 8 to 48 channels; with the relayout compiled)
+    assert (dwh2 >= 3 and dwh2_c) if kernels == "arm_dsp" and relayout else dwh2 == 0, (dwh2, dwh2_c)

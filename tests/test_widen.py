@@ -12,7 +12,8 @@ import pytest
 
 from codegen import requant
 from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_STREAM_WORDS_U, DW_TAP_PAIRS, DWI_LAST,
-                           DWH_DIRECT_MAX_INPUTS, DWH_MID_MAX, DWI_WORDS, FAST_A, FAST_DWH, FAST_DWI,
+                           DWH2_FIXED_MAX, DWH2_MID_MAX, DWH_DIRECT_MAX_INPUTS, DWH_MID_MAX, DWI_WORDS,
+                           FAST_A, FAST_DWH, FAST_DWI,
                            FLASH_RESERVE_BYTES, ONE_STREAM_INPUTS, ONE_STREAM_SHIFT, ONE_STREAM_WORDS,
                            PAIR_STREAM_SHIFT, STREAM_HEAD_WORDS, STREAM_LAST, STREAM_TAIL_WORDS, STREAM_TAIL_WORDS_U,
                            STREAM_UNIFORM, UNIFORM_D_MAX, RUNTIME_WW_MAX, RUNTIME_DWW_MAX, DW_BASE_MAX, add_lut,
@@ -406,17 +407,23 @@ def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
     for name in ("cortex-m7", "cortex-m4", "host"):
         padded_plan, s = plan_and_lower(g, "streamed", load_target(name))
         assert {u.b for u in padded_blocks(padded_plan)} == s.dwi, name
-        if name == "cortex-m7":  # the 3 x 3 stride-1 blocks of even width, 80 B more arena (block 1 at the peak)
-            assert len(s.dwi) == 10 and padded_plan.arena_bytes == p.arena_bytes + 80
+        if name == "cortex-m7":  # the 3 x 3 stride-1 blocks of even width, 80 B more arena (block 1 at the peak),
+            # and the stride-2 ones of widths 4k (int16 rows only) that leave it as it is: blocks 4 and 7, not 2
+            s2 = {op.name for op in g.ops if op.name in s.dwi and op.stride == 2}
+            assert len(s.dwi) == 12 and s2 == {"b4/dw", "b7/dw"} and padded_plan.arena_bytes == p.arena_bytes + 80
             assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWI != 0) == bool(st.dwi)
                        for st in s.steps)
             # int16 mid rows on the interleaved blocks that leave the arena as it is: all but block 1 (48 x 48 x 16,
-            # at the peak), of at most DWH_FIXED_MAX channel counts (48, 96, 144, 192)
+            # at the peak), of at most DWH_FIXED_MAX channel counts (48, 96, 144, 192), of stride 2 DWH2_FIXED_MAX
             assert s.dwh == s.dwi - {"b1/dw"} and {u.b for u in padded_blocks(padded_plan) if u.wide} == s.dwh
-            assert dwh_channels(g, s.dwh) == (48, 96, 144, 192)
+            assert dwh_channels(g, s.dwh) == (48, 96, 144, 192) and dwh_channels(g, s.dwh, 2) == (48, 96)
+            assert len(dwh_channels(g, s.dwh, 2)) <= DWH2_FIXED_MAX
+            # block 2 (stride 2, 48 x 48 x 48) would take 2 x 3 x 50 x 48 bytes at the peak: not padded at all
+            assert "b2/dw" not in {u.b for u in padded_blocks(padded_plan)}
             assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWH != 0) == bool(st.dwh)
                        for st in s.steps)
             assert max(g.shapes[op.input][2] for op in g.ops if op.name in s.dwh) <= DWH_MID_MAX
+            assert max(g.shapes[op.input][2] for op in g.ops if op.name in s2) <= DWH2_MID_MAX
             # stage A writes the int16 rows itself in every one (blocks 5-13 on their pair streams, block 3 on its
             # one-pixel stream): no int8 row is widened (mnv2_dwh_relayout not compiled)
             assert {n for st in s.steps for n in st.dwh_direct} == s.dwh and not s.dwh_relayout
