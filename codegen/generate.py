@@ -81,7 +81,8 @@ def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None)
     """(memory plan, schedule) for the target: on targets with the interleaved depthwise (PADDED_KERNELS) the plan
     pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
     flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) without a larger
-    arena get them (most outputs first)."""
+    arena get them (most outputs first). Stride-2 blocks have no int8 interleaved kernel: lowered onto it only with
+    int16 rows, they are padded only where they get them."""
     padded = target.kernels in PADDED_KERNELS
     strides = {op.name: getattr(op, "stride", 1) for op in graph.ops}
     # stride-2 blocks take the interleaved depthwise on int16 rows only: padded wide to be lowered onto it
