@@ -420,6 +420,9 @@ def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
             assert len(dwh_channels(g, s.dwh, 2)) <= DWH2_FIXED_MAX
             # block 2 (stride 2, 48 x 48 x 48) would take 2 x 3 x 50 x 48 bytes at the peak: not padded at all
             assert "b2/dw" not in {u.b for u in padded_blocks(padded_plan)}
+            # stride 2 on int16 rows only: padded with int8 rows, those blocks keep their 4-channel kernels
+            int8_rows = lower(g, plan(g, "streamed", padded_rows=True), load_target(name))
+            assert {op.name for op in g.ops if op.name in int8_rows.dwi and op.stride == 2} == set()
             assert all(st.kernel != "block" or (dict(st.params)["fast"] & FAST_DWH != 0) == bool(st.dwh)
                        for st in s.steps)
             assert max(g.shapes[op.input][2] for op in g.ops if op.name in s.dwh) <= DWH_MID_MAX
