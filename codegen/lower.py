@@ -670,7 +670,7 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     stage_consts = ((None,) if a is None else ()) + tuple(consts)
     short = block_fast(params, stage_consts, False)
     # stride 2: on int16 rows only (no int8 kernel)
-    dwi = (not striped and unit.padded and (b.stride == 1 or (unit.wide and mid_c <= DWH2_MID_MAX))
+    dwi = (not striped and unit.padded and (b.stride == 1 or (unit.wide and mid_c <= dwh_mid_max(b.stride)))
            and b.name in wide and c.name in wide and dw_stream_uniform(b)
            and widenable(c) is not None and out_c % 2 == 0 and mid_c <= DWI_MID_MAX
            and (add is None or out_c <= DWI_OUT_MAX) and short & FAST_DW != 0 and short & FAST_PROJ != 0

@@ -140,9 +140,9 @@ def unit_scratch(graph: QuantGraph, ops: dict, a: str | None, b: str, cs_cols: i
 
 def paddable(graph: QuantGraph, ops: dict, a: str | None, b: str) -> bool:
     """Whether a block's mid rows may be padded for the interleaved depthwise (arm_dsp.c.j2's mnv2_dsp_dwi_run):
-    a stage A, a 3x3 depthwise over at least 2 x 2 mid pixels, channels a multiple of 8, either of stride 1 padded by
-    1 all round, on an even width or (stride 2: mnv2_dsp_dwh2_run_N, int16 rows only) on a width that is a multiple
-    of 4 (whole output pixel pairs)."""
+    a stage A, a 3x3 depthwise padded by 1 all round over at least 2 x 2 mid pixels, channels a multiple of 8, of
+    stride 1 on an even width or of stride 2 (mnv2_dsp_dwh2_run_N, int16 rows only) on a width that is a multiple of 4
+    (whole output pixel pairs)."""
     dw = ops[b]
     mid_h, mid_w, mid_c = graph.shapes[dw.input]
     if not (a is not None and dw.weight.shape[:2] == (3, 3) and mid_h >= 2 and mid_w >= 2 and mid_c % 8 == 0):

@@ -557,6 +557,21 @@ static const int32_t *add_table(const mnv2_block_params_t *p)
     return t;
 }
 
+/* The interleaved depthwise's streams of a block (wide_dwi) and its projection's, whose inputs (0, 1), (2, 3) of each
+ * 4 are paired (lower.py's dwi_input_order: the weights' inputs taken in the order 0, 2, 1, 3). */
+static void interleave_streams(mnv2_block_params_t *p, const int8_t *bw, const int32_t *bb, const int32_t *bm,
+                               const int8_t *bs, const int8_t *cw, const int32_t *cb, const int32_t *cm,
+                               const int8_t *cs)
+{
+    int8_t *cw2 = take((uint32_t)(p->out_c * p->mid_c));
+    int32_t j;
+    for (j = 0; j < p->out_c * p->mid_c; ++j) {
+        cw2[j] = cw[(j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)];
+    }
+    p->b_ww = wide_dwi(bw, p->mid_c, bb, bm, bs, p->mid_zp, p->dw_zp);
+    p->c_ww = wide_conv(cw2, p->out_c, p->mid_c, cb, cm, cs, p->proj_zp);
+}
+
 static int case_block(int32_t i)
 {
     mnv2_block_params_t p, pl;
@@ -813,12 +828,7 @@ static int case_block(int32_t i)
         p.out_c % 2 == 0 && (!p.residual || p.out_c <= 256) && p.b_ww && p.c_ww && cb && p.dw_zp == -128 &&
         uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9) && (p.fast & MNV2_FAST_DW) && (p.fast & MNV2_FAST_PROJ) &&
         (rnd() & 7u)) {
-        int8_t *cw2 = take((uint32_t)(p.out_c * p.mid_c));
-        for (j = 0; j < p.out_c * p.mid_c; ++j) {
-            cw2[j] = cw[(j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)]; /* inputs 0, 2, 1, 3 of each 4 */
-        }
-        p.b_ww = wide_dwi(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
-        p.c_ww = wide_conv(cw2, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
+        interleave_streams(&p, bw, bb, bm, bs, cw, cb, cm, cs);
         p.fast |= MNV2_FAST_DWI;
         ++dwi_blocks;
         if (MNV2_TEST_DWH(p.mid_c) && (rnd() & 3u)) { /* int16 mid rows where a kernel is compiled for mid_c */
@@ -830,12 +840,7 @@ static int case_block(int32_t i)
                p.c_zp == 0 && p.out_c % 2 == 0 && p.b_ww && p.c_ww && cb && p.dw_zp == -128 &&
                uniform_ok(p.mid_c, bb, bs, MNV2_DW_SHIFT, 9) && (p.fast & MNV2_FAST_DW) && (p.fast & MNV2_FAST_PROJ)) {
         /* of stride 2 (memory.py's paddable: rows of 4k pixels, padded by 1), on int16 mid rows only */
-        int8_t *cw2 = take((uint32_t)(p.out_c * p.mid_c));
-        for (j = 0; j < p.out_c * p.mid_c; ++j) {
-            cw2[j] = cw[(j & ~3) | ((j & 1) << 1) | ((j & 2) >> 1)];
-        }
-        p.b_ww = wide_dwi(bw, p.mid_c, bb, bm, bs, p.mid_zp, p.dw_zp);
-        p.c_ww = wide_conv(cw2, p.out_c, p.mid_c, cb, cm, cs, p.proj_zp);
+        interleave_streams(&p, bw, bb, bm, bs, cw, cb, cm, cs);
         p.fast |= MNV2_FAST_DWI | MNV2_FAST_DWH;
         ++dwh2_blocks;
     }
