@@ -3,7 +3,7 @@ the portable kernels on the same emulated board, per layer and in total, plus th
 all measured in this run.
 
 Run: .venv/bin/python benchmarks/kernels.py [--targets cortex-m7 cortex-m55] [--models 0.35@96 0.35@144 1.0@224]
-     [--no-layers] [--json]
+     [--no-layers] [--speed-sram BYTES] [--json]
 For each (target, model) the firmware is generated and built twice, once with the target's `kernels` and once with
 `kernels = "portable"` (the target overridden in memory, nothing on disk changes), and run once on the target's
 QEMU board under the profiling plugin (codegen/profile.py) on the bundled sample image: the instructions per
@@ -11,7 +11,8 @@ inference are the board counter's for the `mnv2_invoke` call (QEMU -icount: inst
 per-layer figures the plugin's (one kernel call per unit of the plan; layers + call overhead == the whole call).
 Each run's output is checked bit-exact against the numpy int8 reference.
 Flash: `size -A` of the board ELF: code = .text + .rodata (kernels, model glue, parameter structs, harness),
-weights = .weights (the .inputs section of test images is not counted).
+weights = .weights (the .inputs section of test images is not counted). Arena: the memory plan's (the smallest,
+unless --speed-sram lets the Arm DSP kernels' int16 depthwise rows make it larger).
 A model whose alpha has no bundled checkpoint runs with random weights (the test suite's random MobileNetV2,
 tests/conftest.py; marked "random weights"): the kernels' instruction counts hardly depend on the weight values.
 """
@@ -55,15 +56,16 @@ def flash_split(elf: Path, size_tool: str) -> dict:
             "weights_bytes": sections.get(".weights", 0)}
 
 
-def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
-    """Build and run the firmware of `compiled` for the target with `kernels`; instructions, MACs, flash."""
+def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: int = 0) -> dict:
+    """Build and run the firmware of `compiled` for the target with `kernels` (and generate's `speed_sram`);
+    instructions, MACs, flash, arena."""
     base = load_target(target_name)
     variant = dataclasses.replace(base, kernels=kernels)
     original = gen_mod.load_target
     gen_mod.load_target = lambda name: variant if name == target_name else original(name)
     try:
         g = generate(target_name, None, None, None, CALIB, str(work / f"{target_name}-{kernels}"), force=True,
-                     fit_check=False, compiled=compiled)
+                     fit_check=False, compiled=compiled, speed_sram=speed_sram)
     finally:
         gen_mod.load_target = original
     start = time.monotonic()
@@ -84,6 +86,7 @@ def measure(target_name: str, kernels: str, compiled, work: Path) -> dict:
             "depthwise_macs": dw_macs, "requantized_outputs": outputs, "relu_floor_outputs": floor_outputs,
             "layers": layers, "overhead_instructions": prof["overhead"]["instructions"],
             "bit_exact": bool(np.array_equal(prof["outputs"], want)), "qemu_seconds": round(seconds, 2),
+            "arena_bytes": g.schedule.plan.arena_bytes, "speed_sram": speed_sram,
             **flash_split(g.elf, variant.size)}
 
 
@@ -107,6 +110,8 @@ def main() -> int:
     ap.add_argument("--targets", nargs="+", default=list(DEFAULT_TARGETS))
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="alpha@resolution, e.g. 1.0@224")
     ap.add_argument("--no-layers", action="store_true", help="leave out the per-layer tables")
+    ap.add_argument("--speed-sram", type=int, default=0, metavar="BYTES",
+                    help="generate's --speed-sram for the targets' own kernels (default 0: the smallest arena)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
@@ -126,7 +131,7 @@ def main() -> int:
             compiled = compile_front(alpha if weights is None else None, weights, (res, res), CALIB)
             for t in args.targets:
                 selected = load_target(t).kernels
-                fast = measure(t, selected, compiled, Path(tmp))
+                fast = measure(t, selected, compiled, Path(tmp), args.speed_sram)
                 port = measure(t, "portable", compiled, Path(tmp)) if selected != "portable" else fast
                 rows.append({"target": t, "model": model, "selected": fast, "portable": port,
                              "speedup": port["instructions"] / fast["instructions"]})
@@ -134,13 +139,15 @@ def main() -> int:
         print(json.dumps(rows))
         return 0 if all(r["selected"]["bit_exact"] and r["portable"]["bit_exact"] for r in rows) else 1
     print("| target | model | kernels | instr/inference | instr/MAC | portable instr/MAC | speedup | code | weights "
-          "| bit-exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| arena | bit-exact |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s, p = r["selected"], r["portable"]
-        print(f"| {r['target']} | alpha {r['model'].replace('@', ' @ ')} | {s['kernels']} | {s['instructions']:,} | "
+        kernels = s["kernels"] + (f" (--speed-sram {s['speed_sram']:,})" if s["speed_sram"] else "")
+        print(f"| {r['target']} | alpha {r['model'].replace('@', ' @ ')} | {kernels} | {s['instructions']:,} | "
               f"{s['instructions_per_mac']:.2f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
               f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
+              f"{s['arena_bytes']:,} B | "
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
     print("Per inference: " + ", ".join(sorted({
         f"{r['model']}: {r['selected']['macs']:,} MACs ({r['selected']['depthwise_macs']:,} depthwise), "

@@ -48,7 +48,8 @@ def default_output(target: str, info) -> Path:
 
 
 def options_record(target: str, alpha, resolution, weights, calib: CalibOptions, sram=None, flash=None,
-                   fit_check: bool = True, inputs: str | None = None, stack=None, speed_flash=None) -> dict:
+                   fit_check: bool = True, inputs: str | None = None, stack=None, speed_flash=None,
+                   speed_sram: int = 0) -> dict:
     """What the provenance header and metadata.json record; weights by content hash, not by path."""
     rec = {"target": target}
     if alpha is not None:
@@ -69,6 +70,8 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
         rec["stack"] = str(stack)
     if speed_flash is not None:
         rec["speed_flash"] = str(speed_flash)
+    if speed_sram:
+        rec["speed_sram"] = str(speed_sram)
     if not fit_check:
         rec["fit_check"] = "off"
     if inputs is not None:
@@ -77,12 +80,12 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
 
 
 
-def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None) -> tuple:
+def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None, speed_sram: int = 0) -> tuple:
     """(memory plan, schedule) for the target: on targets with the interleaved depthwise (PADDED_KERNELS) the plan
     pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
-    flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) without a larger
-    arena get them (most outputs first). Stride-2 blocks have no int8 interleaved kernel: lowered onto it only with
-    int16 rows, they are padded only where they get them."""
+    flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) with an arena at
+    most `speed_sram` bytes larger (0: as it is) get them (most outputs first). Stride-2 blocks have no int8
+    interleaved kernel: lowered onto it only with int16 rows, they are padded only where they get them."""
     padded = target.kernels in PADDED_KERNELS
     strides = {op.name: getattr(op, "stride", 1) for op in graph.ops}
     # stride-2 blocks take the interleaved depthwise on int16 rows only: padded wide to be lowered onto it
@@ -99,7 +102,7 @@ def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None)
         stride = strides[b]
         if (len(dwh_channels(graph, wide | {b}, stride)) <= (DWH_FIXED_MAX if stride == 1 else DWH2_FIXED_MAX) and
                 plan(graph, strategy, padded_rows=s1 | ((wide | {b}) & stride2), wide_rows=wide | {b}).arena_bytes
-                <= mem_plan.arena_bytes):
+                <= mem_plan.arena_bytes + speed_sram):
             wide |= {b}
     while wide:
         mem_plan = plan(graph, strategy, padded_rows=s1 | (wide & stride2), wide_rows=wide)
@@ -115,17 +118,19 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
              force: bool = False, asan: bool = False, progress: bool = False, sram: int | None = None,
              flash: int | None = None, fit_check: bool = True, test_inputs: np.ndarray | None = None,
              compiled: Compiled | None = None, image: Path | None = None,
-             strategy: str = "streamed", stack: int | None = None, speed_flash: int | None = None) -> Generated:
+             strategy: str = "streamed", stack: int | None = None, speed_flash: int | None = None,
+             speed_sram: int = 0) -> Generated:
     """Compile, emit and build. MCU targets: the firmware embeds `test_inputs` (int8 (N, H, W, C); default the
     bundled sample image) and is checked against the chip's SRAM and flash (sizes overridable by `sram`/`flash`,
     the stack reservation by `stack`) before and after the build, unless `fit_check` is False. `speed_flash`: the
-    flash widened weights may add (codegen.lower; None: its default). `compiled` reuses an earlier front end."""
+    flash widened weights may add (codegen.lower; None: its default); `speed_sram`: the arena bytes int16 mid rows may
+    add (plan_and_lower). `compiled` reuses an earlier front end."""
     target = load_target(target_name).with_sizes(sram, flash, stack)
     if output:
         check_output_dir(Path(output), force)
     if compiled is None:
         compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
-    mem_plan, schedule = plan_and_lower(compiled.quant_graph, strategy, target, speed_flash)
+    mem_plan, schedule = plan_and_lower(compiled.quant_graph, strategy, target, speed_flash, speed_sram)
     replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
     g = compiled.quant_graph
     h, w = g.info.resolution
@@ -146,7 +151,7 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         if fit_check and not fit["fits"]:
             raise UserError(fitcheck.message(fit, what, target))
     options = options_record(target_name, alpha, resolution, weights, calib, sram, flash, fit_check, inputs_note,
-                             stack, speed_flash)
+                             stack, speed_flash, speed_sram)
     files = render(schedule, options, test_inputs=labelled, fit=fit)
     project = Path(output) if output else default_output(target_name, compiled.info)
     written = write_project(files, project, force=force)

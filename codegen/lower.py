@@ -461,7 +461,7 @@ DWI_MID_MAX, DWI_OUT_MAX = 640, 256
 # The widest mid rows the interleaved depthwise takes as int16 (arm_dsp.c.j2's mnv2_dsp_dwh_run_N: the next pixel
 # pair 4 N - 8 bytes on, an LDRD offset up to 1020), and the most channel counts that get such a kernel (one each);
 # the same of stride 2 (mnv2_dsp_dwh2_run_N: the pair after next 8 N - 8 bytes on; 238 bytes of code each).
-DWH_MID_MAX, DWH_FIXED_MAX = 256, 4
+DWH_MID_MAX, DWH_FIXED_MAX = 256, 5
 DWH2_MID_MAX, DWH2_FIXED_MAX = 128, 2
 
 

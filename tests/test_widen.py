@@ -21,7 +21,7 @@ from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_ST
                            dwi_input_order, lower, runtime_widening, tri_rows, uniform_scale, widen_dw_stream,
                            widen_dwi_stream, widen_one_stream, widen_stream, widenable)
 from codegen.generate import plan_and_lower
-from codegen.memory import padded_blocks, plan
+from codegen.memory import padded_blocks, plan, replay
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
 from test_cli import run
@@ -435,6 +435,41 @@ def test_plan_pads_only_the_blocks_on_the_interleaved_depthwise(graph_plan):
                 [(u.b, u.scratch) for u in padded_blocks(padded_plan)]
         else:  # no flash for the streams on the cortex-m4's chip, no such kernel on the host: the plan unchanged
             assert not s.dwi and not s.dwh and padded_plan.arena_bytes == p.arena_bytes, name
+
+
+def test_speed_sram_buys_int16_rows_within_its_bytes(graph_plan):
+    """plan_and_lower's speed_sram (--speed-sram): int16 mid rows also where they make the arena larger, by at most
+    the bytes given; every plan replayed."""
+    g, _ = graph_plan
+    m7 = load_target("cortex-m7")
+    base, s0 = plan_and_lower(g, "streamed", m7)
+    for extra in (0, 1024, 4096, 1 << 20):
+        p, s = plan_and_lower(g, "streamed", m7, speed_sram=extra)
+        replay(g, p)
+        assert base.arena_bytes <= p.arena_bytes <= base.arena_bytes + extra, extra
+        assert {u.b for u in padded_blocks(p)} == s.dwi and {u.b for u in padded_blocks(p) if u.wide} == s.dwh
+        if extra <= 1024:  # blocks 1 and 2 (at the peak) need more: as without it
+            assert p.arena_bytes == base.arena_bytes and s.dwh == s0.dwh and s.dwi == s0.dwi, extra
+        else:  # both, block 1 (16 channels) on a fifth count, block 2 on the stride-2 kernel of 48 channels
+            assert p.arena_bytes > base.arena_bytes and s.dwh == s0.dwh | {"b1/dw", "b2/dw"}, extra
+            assert dwh_channels(g, s.dwh) == (16, 48, 96, 144, 192) and dwh_channels(g, s.dwh, 2) == (48, 96)
+            assert s.dwh_relayout  # block 1's stage A, the stem, writes int8 rows
+
+
+def test_speed_sram_option_int16_rows_bit_exact(tmp_path):
+    """`--speed-sram 4K` on the cortex-m7: recorded, the larger arena within it, bit-exact on the board, the int16-row
+    kernel of block 1's 16 channels compiled."""
+    out = tmp_path / "p"
+    r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "--speed-sram", "4K", "-o",
+            str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    summary, meta = json.loads(r.stdout), json.loads((out / "metadata.json").read_text())
+    assert summary["bit_exact"] and meta["options"]["speed_sram"] == "4096"
+    assert "static void mnv2_dsp_dwh_run_16(" in (out / "mnv2_kernels.c").read_text()
+    r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert summary["arena_bytes"] - 4096 <= json.loads(r.stdout)["arena_bytes"] < summary["arena_bytes"]
+    assert "speed_sram" not in json.loads((out / "metadata.json").read_text())["options"]
 
 
 def test_dwh_direct_takes_the_stage_a_kernels_can_write_int16_rows(graph_plan):
