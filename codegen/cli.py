@@ -274,6 +274,8 @@ def cmd_generate(args) -> int:
     summary = {"project": str(gen.project), "target": gen.target.name, "alpha": g.info.alpha,
                "resolution": list(g.info.resolution), "parameters": s.weight_count, "macs": s.macs,
                "flash_bytes": s.param_bytes, "arena_bytes": s.plan.arena_bytes}
+    if gen.sram_offer:
+        summary["speed_sram_offer"] = {"bytes": gen.sram_offer.extra, "blocks": list(gen.sram_offer.blocks)}
     if not gen.target.builds_here:
         return _espidf_summary(args, gen, summary)
     summary.update(run_one(gen, args.image))
@@ -296,6 +298,13 @@ def cmd_generate(args) -> int:
         rows = f"; int16 depthwise rows within --speed-sram {args.speed_sram:,}" if args.speed_sram else ""
         print(f"  arena (SRAM)  {s.plan.arena_bytes:>12,} bytes ({s.plan.strategy} plan: input image, activations and "
               f"scratch{rows})")
+        if gen.sram_offer:
+            o = gen.sram_offer
+            names = ", ".join(b.split("/")[0].lstrip("b") for b in o.blocks)
+            room = ("" if gen.fit is None or gen.fit["sram"]["needed"] + o.extra <= gen.fit["sram"]["available"]
+                    else "; more than the chip's SRAM")
+            print(f"  speed         --speed-sram {o.extra:,} would hold the depthwise rows of block{'s' * (len(o.blocks) > 1)} "
+                  f"{names} as int16 (fewer instructions; arena {s.plan.arena_bytes + o.extra:,} bytes{room})")
         if gen.fit is not None:
             verdict = "fits" if gen.fit["fits"] else "DOES NOT FIT (--no-fit-check)"
             print(f"  chip          {gen.target.chip}: {verdict}; {fitcheck.summary(gen.fit)} "

@@ -34,6 +34,7 @@ class Generated:
     written: bool  # False: the directory already held these exact files
     test_inputs: np.ndarray | None = None  # MCU: the int8 inputs embedded in the firmware (N, H, W, C)
     fit: dict | None = None  # MCU: codegen.fit's verdict (measured from the ELF where the size tool exists)
+    sram_offer: "SramOffer | None" = None  # generated with no speed_sram: what a larger arena would buy
 
     @property
     def elf(self) -> Path:
@@ -78,6 +79,23 @@ def options_record(target: str, alpha, resolution, weights, calib: CalibOptions,
         rec["test_inputs"] = inputs
     return rec
 
+
+
+@dataclass(frozen=True)
+class SramOffer:
+    """What `--speed-sram extra` would buy over the smallest arena: int16 mid rows for the depthwise ops `blocks`."""
+    extra: int  # arena bytes
+    blocks: tuple  # depthwise op names
+
+
+def sram_offer(graph, strategy: str, target, speed_flash: int | None, mem_plan, schedule) -> SramOffer | None:
+    """The int16 mid rows that plan_and_lower gives with no bound on the arena beyond those of (mem_plan, schedule),
+    the smallest arena's: None where there are none (targets without the interleaved depthwise among them)."""
+    if target.kernels not in PADDED_KERNELS:
+        return None
+    most, s = plan_and_lower(graph, strategy, target, speed_flash, speed_sram=1 << 30)
+    more = tuple(sorted(s.dwh - schedule.dwh, key=lambda n: (len(n), n)))
+    return SramOffer(most.arena_bytes - mem_plan.arena_bytes, more) if more else None
 
 
 def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None, speed_sram: int = 0) -> tuple:
@@ -132,6 +150,8 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
     mem_plan, schedule = plan_and_lower(compiled.quant_graph, strategy, target, speed_flash, speed_sram)
     replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
+    offer = (sram_offer(compiled.quant_graph, strategy, target, speed_flash, mem_plan, schedule)
+             if target.is_mcu and not speed_sram else None)
     g = compiled.quant_graph
     h, w = g.info.resolution
     what = f"MobileNetV2 alpha {g.info.alpha:g} {h}x{w}"
@@ -157,7 +177,7 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
     written = write_project(files, project, force=force)
     if not target.builds_here:  # ESP-IDF builds it (its toolchain is not here): generated and fit-checked only
         return Generated(compiled, schedule, target, project, project / "build" / target.name, written,
-                         test_inputs, fit)
+                         test_inputs, fit, offer)
     variant = build(project, target, asan=asan)
     if target.is_mcu:
         measured = fitcheck.measure(variant / "mnv2_board.elf", schedule, target, test_inputs.nbytes)
@@ -167,7 +187,7 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
             raise UserError(fitcheck.message(fit, what, target))
         if fit_check:
             build(project, target, what=("chip",))  # the image for the real chip's memory map
-    return Generated(compiled, schedule, target, project, variant, written, test_inputs, fit)
+    return Generated(compiled, schedule, target, project, variant, written, test_inputs, fit, offer)
 
 
 def run_emulated(gen: Generated, timeout: float | None = None) -> EmulatorRun:

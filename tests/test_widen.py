@@ -20,7 +20,7 @@ from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_ST
                            choose_widened, classic_kernels, dw_fixed_channels, dwh_channels, dwh_direct,
                            dwi_input_order, lower, runtime_widening, tri_rows, uniform_scale, widen_dw_stream,
                            widen_dwi_stream, widen_one_stream, widen_stream, widenable)
-from codegen.generate import plan_and_lower
+from codegen.generate import SramOffer, plan_and_lower, sram_offer
 from codegen.memory import padded_blocks, plan, replay
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -454,11 +454,18 @@ def test_speed_sram_buys_int16_rows_within_its_bytes(graph_plan):
             assert p.arena_bytes > base.arena_bytes and s.dwh == s0.dwh | {"b1/dw", "b2/dw"}, extra
             assert dwh_channels(g, s.dwh) == (16, 48, 96, 144, 192) and dwh_channels(g, s.dwh, 2) == (48, 96)
             assert s.dwh_relayout  # block 1's stage A, the stem, writes int8 rows
+    # what the main job offers (no speed_sram): the most a larger arena buys, over the smallest one
+    most, s = plan_and_lower(g, "streamed", m7, speed_sram=1 << 20)
+    assert sram_offer(g, "streamed", m7, None, base, s0) == SramOffer(most.arena_bytes - base.arena_bytes,
+                                                                       ("b1/dw", "b2/dw"))
+    for name in ("cortex-m4", "cortex-m55", "host"):  # no interleaved depthwise (m4: no flash for its streams)
+        t = load_target(name)
+        assert sram_offer(g, "streamed", t, None, *plan_and_lower(g, "streamed", t)) is None, name
 
 
 def test_speed_sram_option_int16_rows_bit_exact(tmp_path):
     """`--speed-sram 4K` on the cortex-m7: recorded, the larger arena within it, bit-exact on the board, the int16-row
-    kernel of block 1's 16 channels compiled."""
+    kernel of block 1's 16 channels compiled; without it the summary offers those bytes."""
     out = tmp_path / "p"
     r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "--speed-sram", "4K", "-o",
             str(out), "--json")
@@ -468,7 +475,11 @@ def test_speed_sram_option_int16_rows_bit_exact(tmp_path):
     assert "static void mnv2_dsp_dwh_run_16(" in (out / "mnv2_kernels.c").read_text()
     r = run("--target", "cortex-m7", "--alpha", "0.35", "--calib-samples", "16", "-o", str(out), "--json")
     assert r.returncode == 0, r.stderr
-    assert summary["arena_bytes"] - 4096 <= json.loads(r.stdout)["arena_bytes"] < summary["arena_bytes"]
+    default = json.loads(r.stdout)
+    assert summary["arena_bytes"] - 4096 <= default["arena_bytes"] < summary["arena_bytes"]
+    assert "speed_sram_offer" not in summary
+    assert default["speed_sram_offer"] == {"bytes": summary["arena_bytes"] - default["arena_bytes"],
+                                           "blocks": ["b1/dw", "b2/dw"]}
     assert "speed_sram" not in json.loads((out / "metadata.json").read_text())["options"]
 
 
