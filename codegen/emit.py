@@ -211,7 +211,7 @@ def render(schedule: Schedule, options: dict, test_inputs: list[tuple[str, np.nd
             dw_generic=bool(schedule.dw_stream_channels - set(dw_fixed_channels(g, schedule.dwi))),
             dwh=list(dwh_channels(g, schedule.dwh)), dwh2=list(dwh_channels(g, schedule.dwh, 2)),
             dwh_relayout=schedule.dwh_relayout,
-            runtime_ww=schedule.runtime_widening),
+            runtime_ww=schedule.runtime_widening, slow_proj=schedule.slow_proj),
         "SConstruct": env.get_template("project/SConstruct.j2").render(ctx),
     }
     inputs = None

@@ -42,6 +42,7 @@ class Step:
     dwh_direct: tuple = ()  # of those, the ones whose stage A writes the int16 rows itself (dwh_direct)
     runtime_ww: bool = False  # a block stage widened on the stack at run time (runtime_widening)
     dw_stream: tuple = ()  # mid channel counts of its depthwise on a stream outside the interleaved kernels
+    slow_proj: bool = False  # a block's projection or ADD may leave the pixel-pair kernels (_block_parts)
 
     @property
     def args(self) -> tuple:
@@ -83,6 +84,12 @@ class Schedule:
         interleaved kernels: those arm_dsp.c.j2's two-window kernel may run (mnv2_dsp_dw3_run_wN where dw_fixed has
         the count, else mnv2_dsp_dw3_run_w, compiled only then: MNV2_DSP_DW_GENERIC)."""
         return frozenset(c for s in self.steps for c in s.dw_stream)
+
+    @property
+    def slow_proj(self) -> bool:
+        """Whether a block's projection or residual ADD may leave the pixel-pair kernels' conditions (arm_dsp.c.j2's
+        mnv2_block_proj_pair / _one and the ADD's per-byte loop, compiled only then: MNV2_DSP_SLOW_PROJ)."""
+        return any(s.slow_proj for s in self.steps)
 
     @property
     def macs(self) -> int:
@@ -610,7 +617,7 @@ def check_block_fields(block: str, params: dict) -> None:
 @dataclass(frozen=True)
 class _BlockParts:
     """One block's share of a Step (_block_parts): its params, arrays, MACs, stage phrases and Step's dwi, dwh,
-    dwh_direct, runtime_ww, dw_stream."""
+    dwh_direct, runtime_ww, dw_stream, slow_proj."""
     params: dict
     arrays: tuple
     macs: int
@@ -620,6 +627,7 @@ class _BlockParts:
     dwh_direct: tuple
     runtime_ww: bool
     dw_stream: tuple
+    slow_proj: bool
 
 
 def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(),
@@ -707,8 +715,14 @@ def _block_parts(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset
     stages[0] += f" (column-sliding, {unit.cs_cols}-column windows)" if unit.cs_cols else ""
     dw_stream = (mid_c,) if (not dwi and params["b_kernel"] == 3 and mid_c % 4 == 0 and
                              (params["b_ww"] or runtime_dw_widening(params, b.bias is not None))) else ()
+    # arm_dsp.c.j2's mnv2_block_body runs every pixel's projection (and ADD) on the pixel-pair kernels where these
+    # hold (its pairs' and lone pixels' conditions; the bias is always given), else on mnv2_block_proj_pair / _one
+    fast = params["fast"]
+    slow_proj = not (fast & FAST_PROJ and 4 <= mid_c <= DWI_MID_MAX and mid_c % 4 == 0 and out_c % 2 == 0
+                     and (add is None or (out_c <= DWI_OUT_MAX and fast & FAST_ADD)))
     return _BlockParts(params, arrays, macs, stages, (b.name,) if dwi else (), (b.name,) if dwh else (),
-                       (b.name,) if direct else (), runtime_widening(params, b.bias is not None), dw_stream)
+                       (b.name,) if direct else (), runtime_widening(params, b.bias is not None), dw_stream,
+                       slow_proj)
 
 
 def _shape_text(graph: QuantGraph, name: str) -> str:
@@ -721,7 +735,7 @@ def _block_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
                + ", ".join(b.stages))
     return Step(unit.output, c_name(unit.output), "block", tuple(b.params.items()), unit.inputs, unit.output,
                 b.arrays, b.macs, summary, scratch=unit.scratch, call_args=(), dwi=b.dwi, dwh=b.dwh,
-                dwh_direct=b.dwh_direct, runtime_ww=b.runtime_ww, dw_stream=b.dw_stream)
+                dwh_direct=b.dwh_direct, runtime_ww=b.runtime_ww, dw_stream=b.dw_stream, slow_proj=b.slow_proj)
 
 
 def c_initializer(params: dict, indent: int = 8) -> str:
@@ -751,7 +765,7 @@ def _chain_step(graph: QuantGraph, unit, ops: dict, wide: frozenset = frozenset(
                 first.arrays + second.arrays, first.macs + second.macs, summary, scratch=unit.scratch, call_args=(),
                 dwi=first.dwi + second.dwi, dwh=first.dwh + second.dwh,
                 dwh_direct=first.dwh_direct + second.dwh_direct, runtime_ww=first.runtime_ww or second.runtime_ww,
-                dw_stream=first.dw_stream + second.dw_stream)
+                dw_stream=first.dw_stream + second.dw_stream, slow_proj=first.slow_proj or second.slow_proj)
 
 
 def _op_step(graph: QuantGraph, op) -> Step:

@@ -128,6 +128,11 @@ def test_instruction_count_and_fit_96(fw96):
         # dwh_relayout): at alpha 0.35 on the cortex-m7 every stage A does (block 3 on the one-pixel stream)
         assert ("mnv2_dwh_relayout" in linked) == gen.schedule.dwh_relayout, gen.schedule.dwh_relayout
         assert not gen.schedule.dwh_relayout or dwh
+        # the projection's per-channel paths (mnv2_block_proj_pair / _one, mnv2_block_out) exactly where a block may
+        # leave the pixel-pair kernels (lower.py's slow_proj, MNV2_DSP_SLOW_PROJ): not at alphas 0.35 and 0.5, at
+        # 0.75 and 1.0 (blocks 15-17's 720 / 960 mid channels, past MNV2_DSP_WIDE_MAX), which then run bit-exact;
+        # a block reaching them without them would stop the run (a trap: MNV2_EXIT_FAULT)
+        assert ("mnv2_block_proj_one" in linked) == gen.schedule.slow_proj == (g.info.alpha > 0.5), g.info.alpha
         if gen.target.name == "cortex-m7" and g.info.alpha == 0.35:
             assert len(gen.schedule.dwh) == 11 and "b1/dw" not in gen.schedule.dwh, sorted(gen.schedule.dwh)
             assert dwh2 == [48, 96], dwh2
