@@ -68,6 +68,7 @@ static uint32_t used;
 static int32_t dwi_blocks; /* blocks on the interleaved depthwise (MNV2_FAST_DWI) */
 static int32_t dwh_blocks; /* of those, on int16 mid rows (MNV2_FAST_DWH) */
 static int32_t dwh2_blocks; /* stride-2 blocks on the interleaved depthwise (int16 rows) */
+static int32_t sdi_blocks; /* blocks whose stem writes whole interleaved mid rows itself (mnv2_stem_run) */
 static void *take(uint32_t n)
 {
     uint8_t *p;
@@ -579,7 +580,7 @@ static int case_block(int32_t i)
     int32_t *ab = 0, *am = 0, *bb, *bm, *cb, *cm;
     int8_t *as = 0, *bs, *cs;
     uint32_t n_in, n_out, n_scratch, n_ref_scratch;
-    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri, dwi, dwi2;
+    int32_t ka, wide = (rnd() & 15u) == 0, inplace, stem, j, mnv2_like, full, a_wide, one, probe, tri, dwi, dwi2, sdi;
     memset(&p, 0, sizeof p);
     ka = (int32_t)(rnd() % 3u); /* 0: none, 1: 1x1 expansion, 2: a 3x3 stem */
     p.a_kernel = ka == 2 ? 3 : ka;
@@ -616,15 +617,19 @@ static int case_block(int32_t i)
         p.in_c = (rnd() & 1u) ? 8 : 2 * rint_(1, 20); /* even: the residual's out_c */
     }
     stem = p.a_kernel == 3 && p.a_stride == 2 && (rnd() & 1u); /* MobileNetV2's stem: 3 channels, wider rows */
+    /* the interleaved ones shaped for the stem writing its whole rows interleaved itself (mnv2_stem_run): padded by
+     * 1 on the left, every window's right column inside the row, rows of even width, on its marked stream */
+    sdi = stem && dwi;
     if (stem) {
         p.in_c = 3;
-        p.in_w = rint_(5, 24);
+        p.in_w = sdi ? 4 * rint_(2, 6) + rint_(0, 1) : rint_(5, 24);
+        p.in_h = sdi ? rint_(4, 9) : p.in_h; /* sdi: whole rows (input rows iy0 - 1 to iy0 + 2) */
     }
     if (p.a_kernel == 3) {
         p.a_pad_top = rint_(0, 1);
-        p.a_pad_left = rint_(0, 1);
+        p.a_pad_left = sdi ? 1 : rint_(0, 1);
         p.mid_h = (p.in_h + p.a_pad_top + rint_(0, 1) - 3) / p.a_stride + 1;
-        p.mid_w = (p.in_w + p.a_pad_left + rint_(0, 1) - 3) / p.a_stride + 1;
+        p.mid_w = (p.in_w + p.a_pad_left + (sdi ? 0 : rint_(0, 1)) - 3) / p.a_stride + 1;
     } else if (p.a_kernel == 1) {
         p.mid_h = (p.in_h - 1) / p.a_stride + 1;
         p.mid_w = (p.in_w - 1) / p.a_stride + 1;
@@ -688,12 +693,12 @@ static int case_block(int32_t i)
     /* stage A on a generated widened stream (half the time when it has one), with constants it can take */
     one = p.a_kernel == 1 && p.in_c == 8; /* the one-pixel stream's shape: mostly on it */
     a_wide = !wide && p.a_kernel > 0 && (p.a_kernel > 1 || p.in_c % 4 == 0) && p.mid_c >= 2 &&
-             (one ? (rnd() & 3u) != 0 : (rnd() & 1u));
+             (sdi || (one ? (rnd() & 3u) != 0 : (rnd() & 1u)));
     one = one && a_wide && p.mid_c % 2 == 0 && (rnd() & 7u) != 0;
     if ((stem && (rnd() & 1u)) || a_wide) { /* the whole int8 range, as the Helium stem's fast path needs */
         p.mid_act_min = -128;
         p.mid_act_max = 127;
-        if (one ? (rnd() & 7u) != 0 : (rnd() & 1u)) {
+        if (sdi || (one ? (rnd() & 7u) != 0 : (rnd() & 1u))) {
             p.mid_zp = -128; /* a ReLU6 expansion's, as mnv2_dsp_one_run needs (else its callers' fallback) */
         }
     }
@@ -747,7 +752,7 @@ static int case_block(int32_t i)
         rand_requant((uint32_t)p.mid_c, &am, &as);
         if ((stem && (rnd() & 1u)) || a_wide) {
             /* the one-pixel or the scaled pair stream's shifts (wide_one, wide_conv), else mostly beyond */
-            const int32_t reach = (rnd() & 7u) == 0 ? 0 : one ? MNV2_ONE_SHIFT : MNV2_PAIR_SHIFT;
+            const int32_t reach = sdi ? MNV2_PAIR_SHIFT : (rnd() & 7u) == 0 ? 0 : one ? MNV2_ONE_SHIFT : MNV2_PAIR_SHIFT;
             for (j = 0; j < p.mid_c; ++j) {
                 as[j] = (int8_t)(reach ? rint_(1 - reach, 7 - reach)
                                        : rint_(-14, -1)); /* right shifts only, as the Helium stem's path needs */
@@ -831,6 +836,10 @@ static int case_block(int32_t i)
         interleave_streams(&p, bw, bb, bm, bs, cw, cb, cm, cs);
         p.fast |= MNV2_FAST_DWI;
         ++dwi_blocks;
+        /* arm_dsp.c.j2's stem_direct (its marked stream: 7 groups, the mark in the first pair's shift word) */
+        sdi_blocks += p.a_kernel == 3 && p.a_stride == 2 && p.in_c == 3 && p.a_pad_left == 1 && p.a_ww && ab &&
+                      (p.fast & MNV2_FAST_A) && p.mid_zp == -128 && p.mid_act_min == -128 && p.mid_act_max == 127 &&
+                      (p.a_ww[4 + 4 * 7 + 4] & 512) && p.in_h >= 4 && ((p.in_w - 2) >> 1) + 1 >= p.mid_w;
         if (MNV2_TEST_DWH(p.mid_c) && (rnd() & 3u)) { /* int16 mid rows where a kernel is compiled for mid_c */
             p.fast |= MNV2_FAST_DWH;
             ++dwh_blocks;
@@ -878,15 +887,17 @@ int main(void)
     }
     mnv2_sh_write0(bad ? "kernel mismatch\n" : "kernels ok\n");
     {
-        char b[16] = "dwi 0000000\n", h[16] = "dwh 0000000\n", h2[16] = "dh2 0000000\n";
-        for (i = 10; i >= 4; --i, dwi_blocks /= 10, dwh_blocks /= 10, dwh2_blocks /= 10) {
+        char b[16] = "dwi 0000000\n", h[16] = "dwh 0000000\n", h2[16] = "dh2 0000000\n", sd[16] = "sdi 0000000\n";
+        for (i = 10; i >= 4; --i, dwi_blocks /= 10, dwh_blocks /= 10, dwh2_blocks /= 10, sdi_blocks /= 10) {
             b[i] = (char)('0' + dwi_blocks % 10);
             h[i] = (char)('0' + dwh_blocks % 10);
             h2[i] = (char)('0' + dwh2_blocks % 10);
+            sd[i] = (char)('0' + sdi_blocks % 10);
         }
         mnv2_sh_write0(b);
         mnv2_sh_write0(h);
         mnv2_sh_write0(h2);
+        mnv2_sh_write0(sd);
     }
     return bad ? 1 : 0;
 }
@@ -952,3 +963,6 @@ def test_variant_matches_portable(target, kernels, opt, tmp_path):
     assert (dwi >= 10 and dwh >= 3 and dwh_c) if kernels == "arm_dsp" else dwi == dwh == 0, (dwi, dwh, dwh_c)
     # and of stride 2 on int16 rows (the kernels for 8 to 48 channels; with the relayout compiled)
     assert (dwh2 >= 3 and dwh2_c) if kernels == "arm_dsp" and relayout else dwh2 == 0, (dwh2, dwh2_c)
+    # stems writing their whole interleaved rows themselves (int8 or int16 rows, mnv2_stem_run's direct path)
+    sdi = int(re.search(r"sdi (\d+)", log).group(1))
+    assert sdi >= 2 if kernels == "arm_dsp" else sdi == 0, sdi
