@@ -303,8 +303,9 @@ def cmd_generate(args) -> int:
             names = ", ".join(b.split("/")[0].lstrip("b") for b in o.blocks)
             room = ("" if gen.fit is None or gen.fit["sram"]["needed"] + o.extra <= gen.fit["sram"]["available"]
                     else "; more than the chip's SRAM")
-            print(f"  speed         --speed-sram {o.extra:,} would hold the depthwise rows of block{'s' * (len(o.blocks) > 1)} "
-                  f"{names} as int16 (fewer instructions; arena {s.plan.arena_bytes + o.extra:,} bytes{room})")
+            blocks = "blocks" if len(o.blocks) > 1 else "block"
+            print(f"  speed         --speed-sram {o.extra:,} would hold the depthwise rows of {blocks} {names} as int16 "
+                  f"(fewer instructions; arena {s.plan.arena_bytes + o.extra:,} bytes{room})")
         if gen.fit is not None:
             verdict = "fits" if gen.fit["fits"] else "DOES NOT FIT (--no-fit-check)"
             print(f"  chip          {gen.target.chip}: {verdict}; {fitcheck.summary(gen.fit)} "

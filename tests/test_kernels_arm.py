@@ -752,7 +752,10 @@ static int case_block(int32_t i)
         rand_requant((uint32_t)p.mid_c, &am, &as);
         if ((stem && (rnd() & 1u)) || a_wide) {
             /* the one-pixel or the scaled pair stream's shifts (wide_one, wide_conv), else mostly beyond */
-            const int32_t reach = sdi ? MNV2_PAIR_SHIFT : (rnd() & 7u) == 0 ? 0 : one ? MNV2_ONE_SHIFT : MNV2_PAIR_SHIFT;
+            const int32_t reach = sdi                  ? MNV2_PAIR_SHIFT
+                                  : (rnd() & 7u) == 0 ? 0
+                                  : one               ? MNV2_ONE_SHIFT
+                                                      : MNV2_PAIR_SHIFT;
             for (j = 0; j < p.mid_c; ++j) {
                 as[j] = (int8_t)(reach ? rint_(1 - reach, 7 - reach)
                                        : rint_(-14, -1)); /* right shifts only, as the Helium stem's path needs */
