@@ -88,48 +88,54 @@ class SramOffer:
     blocks: tuple  # depthwise op names
 
 
-def sram_offer(graph, strategy: str, target, speed_flash: int | None, mem_plan, schedule) -> SramOffer | None:
-    """The int16 mid rows that plan_and_lower gives with no bound on the arena beyond those of (mem_plan, schedule),
-    the smallest arena's: None where there are none (targets without the interleaved depthwise among them)."""
-    if target.kernels not in PADDED_KERNELS:
-        return None
-    most, s = plan_and_lower(graph, strategy, target, speed_flash, speed_sram=1 << 30)
-    more = tuple(sorted(s.dwh - schedule.dwh, key=lambda n: (len(n), n)))
-    return SramOffer(most.arena_bytes - mem_plan.arena_bytes, more) if more else None
+def sram_offer(smallest: tuple, most: tuple) -> SramOffer | None:
+    """What the (plan, schedule) with no bound on the arena (`most`) holds as int16 mid rows beyond the smallest
+    arena's (`smallest`): None where nothing (targets without the interleaved depthwise among them)."""
+    more = tuple(sorted(most[1].dwh - smallest[1].dwh, key=lambda n: (len(n), n)))
+    return SramOffer(most[0].arena_bytes - smallest[0].arena_bytes, more) if more else None
 
 
-def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None, speed_sram: int = 0) -> tuple:
+def plan_and_lower(graph, strategy: str, target, speed_flash: int | None = None, speed_sram: int | None = 0) -> tuple:
     """(memory plan, schedule) for the target: on targets with the interleaved depthwise (PADDED_KERNELS) the plan
     pads the mid rows of the blocks it may take, then of those that the lowering gave it (their streams within the
     flash budget) alone; of those, the blocks whose mid rows may be int16 (lower.dwh_candidates) with an arena at
-    most `speed_sram` bytes larger (0: as it is) get them (most outputs first). Stride-2 blocks have no int8
+    most `speed_sram` bytes larger (0: as it is; None: any) get them (most outputs first). Stride-2 blocks have no int8
     interleaved kernel: lowered onto it only with int16 rows, they are padded only where they get them."""
+    return plans_and_lower(graph, strategy, target, speed_flash, (speed_sram,))[0]
+
+
+def plans_and_lower(graph, strategy: str, target, speed_flash: int | None, speed_srams: tuple) -> list:
+    """plan_and_lower for each of `speed_srams`, from one padded plan and schedule."""
     padded = target.kernels in PADDED_KERNELS
     strides = {op.name: getattr(op, "stride", 1) for op in graph.ops}
     # stride-2 blocks take the interleaved depthwise on int16 rows only: padded wide to be lowered onto it
     stride2 = frozenset(u.b for u in padded_blocks(plan(graph, strategy, padded_rows=padded))
                         if strides[u.b] == 2) if padded else frozenset()
-    mem_plan = plan(graph, strategy, padded_rows=padded, wide_rows=stride2)
-    schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
-    s1, s2 = schedule.dwi - stride2, schedule.dwh & stride2  # the stride-2 ones lowered onto it
-    if {u.b for u in padded_blocks(mem_plan)} != s1:
-        mem_plan = plan(graph, strategy, padded_rows=s1)
-        schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
-    wide = frozenset()  # int16 mid rows (FAST_DWH) where the plan's arena stays as it is
-    for b in dwh_candidates(graph, schedule.dwi | s2):
-        stride = strides[b]
-        if (len(dwh_channels(graph, wide | {b}, stride)) <= (DWH_FIXED_MAX if stride == 1 else DWH2_FIXED_MAX) and
-                plan(graph, strategy, padded_rows=s1 | ((wide | {b}) & stride2), wide_rows=wide | {b}).arena_bytes
-                <= mem_plan.arena_bytes + speed_sram):
-            wide |= {b}
-    while wide:
-        mem_plan = plan(graph, strategy, padded_rows=s1 | (wide & stride2), wide_rows=wide)
-        schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
-        if schedule.dwh == wide:
-            break
-        assert schedule.dwh < wide, "int16 mid rows only on the interleaved depthwise"
-        wide = schedule.dwh  # a stride-2 block the lowering left (its streams past the flash budget): unpadded
-    return mem_plan, schedule
+    base = plan(graph, strategy, padded_rows=padded, wide_rows=stride2)
+    base_schedule = lower(graph, base, target, widen_budget=speed_flash)
+    s1, s2 = base_schedule.dwi - stride2, base_schedule.dwh & stride2  # the stride-2 ones lowered onto it
+    if {u.b for u in padded_blocks(base)} != s1:
+        base = plan(graph, strategy, padded_rows=s1)
+        base_schedule = lower(graph, base, target, widen_budget=speed_flash)
+    out = []
+    for speed_sram in speed_srams:
+        mem_plan, schedule = base, base_schedule
+        wide = frozenset()  # int16 mid rows (FAST_DWH) where the plan's arena stays within speed_sram
+        for b in dwh_candidates(graph, schedule.dwi | s2):
+            stride, more = strides[b], wide | {b}
+            if (len(dwh_channels(graph, more, stride)) <= (DWH_FIXED_MAX if stride == 1 else DWH2_FIXED_MAX)
+                    and (speed_sram is None or plan(graph, strategy, padded_rows=s1 | (more & stride2),
+                                                    wide_rows=more).arena_bytes <= base.arena_bytes + speed_sram)):
+                wide = more
+        while wide:
+            mem_plan = plan(graph, strategy, padded_rows=s1 | (wide & stride2), wide_rows=wide)
+            schedule = lower(graph, mem_plan, target, widen_budget=speed_flash)
+            if schedule.dwh == wide:
+                break
+            assert schedule.dwh < wide, "int16 mid rows only on the interleaved depthwise"
+            wide = schedule.dwh  # a stride-2 block the lowering left (its streams past the flash budget): unpadded
+        out.append((mem_plan, schedule))
+    return out
 
 
 def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, output: str | None,
@@ -148,10 +154,12 @@ def generate(target_name: str, alpha, weights, resolution, calib: CalibOptions, 
         check_output_dir(Path(output), force)
     if compiled is None:
         compiled = compile_front(alpha, weights, resolution, calib, progress=progress)
-    mem_plan, schedule = plan_and_lower(compiled.quant_graph, strategy, target, speed_flash, speed_sram)
+    # MCU targets with the interleaved depthwise: the plan with no bound on the arena too, for what it would buy
+    offered = target.is_mcu and not speed_sram and target.kernels in PADDED_KERNELS
+    plans = plans_and_lower(compiled.quant_graph, strategy, target, speed_flash, (speed_sram, None)[:1 + offered])
+    mem_plan, schedule = plans[0]
     replay(compiled.quant_graph, mem_plan)  # every plan is checked, not trusted
-    offer = (sram_offer(compiled.quant_graph, strategy, target, speed_flash, mem_plan, schedule)
-             if target.is_mcu and not speed_sram else None)
+    offer = sram_offer(*plans) if offered else None
     g = compiled.quant_graph
     h, w = g.info.resolution
     what = f"MobileNetV2 alpha {g.info.alpha:g} {h}x{w}"

@@ -20,7 +20,7 @@ from codegen.lower import (DW_FIXED_MAX, DW_STREAM_SHIFT, DW_STREAM_WORDS, DW_ST
                            choose_widened, classic_kernels, dw_fixed_channels, dwh_channels, dwh_direct,
                            dwi_input_order, lower, runtime_widening, tri_rows, uniform_scale, widen_dw_stream,
                            widen_dwi_stream, widen_one_stream, widen_stream, widenable)
-from codegen.generate import SramOffer, plan_and_lower, sram_offer
+from codegen.generate import SramOffer, plan_and_lower, plans_and_lower, sram_offer
 from codegen.memory import padded_blocks, plan, replay
 from codegen.pipeline import CalibOptions, compile_front
 from codegen.targets import load_target
@@ -455,12 +455,14 @@ def test_speed_sram_buys_int16_rows_within_its_bytes(graph_plan):
             assert dwh_channels(g, s.dwh) == (16, 48, 96, 144, 192) and dwh_channels(g, s.dwh, 2) == (48, 96)
             assert s.dwh_relayout  # block 1's stage A, the stem, writes int8 rows
     # what the main job offers (no speed_sram): the most a larger arena buys, over the smallest one
+    # (the plan with no bound, speed_sram None, skips the arena's plans: the same as with a bound never reached)
     most, s = plan_and_lower(g, "streamed", m7, speed_sram=1 << 20)
-    assert sram_offer(g, "streamed", m7, None, base, s0) == SramOffer(most.arena_bytes - base.arena_bytes,
-                                                                       ("b1/dw", "b2/dw"))
+    unbounded = plan_and_lower(g, "streamed", m7, speed_sram=None)
+    assert unbounded[0].arena_bytes == most.arena_bytes and unbounded[1].dwh == s.dwh
+    assert sram_offer((base, s0), unbounded) == SramOffer(most.arena_bytes - base.arena_bytes, ("b1/dw", "b2/dw"))
     for name in ("cortex-m4", "cortex-m55", "host"):  # no interleaved depthwise (m4: no flash for its streams)
         t = load_target(name)
-        assert sram_offer(g, "streamed", t, None, *plan_and_lower(g, "streamed", t)) is None, name
+        assert sram_offer(*plans_and_lower(g, "streamed", t, None, (0, None))) is None, name
 
 
 def test_speed_sram_option_int16_rows_bit_exact(tmp_path):
