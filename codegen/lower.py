@@ -532,9 +532,8 @@ def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
     MNV2_FAST_DWI): per pair of
     channels (c, c + 1), DWI_WORDS words, each channel scaled by 2^(d + 1) as in widen_dw_stream: the scaled folded
     biases of c, c, c + 1, c + 1 (the four accumulators' starts: two output pixels); per window row the int16 pairs
-    (w0, w1) and (w1, w2) of channel c, then of c + 1; the multiplier and K' of c, then of c + 1; the step of the
-    widened pair's pointer after the pair's outputs (4 after channels 4k, 4k + 1; 12 after 4k + 2, 4k + 3; the last
-    pair's + DWI_LAST)."""
+    (w0, w1) and (w1, w2) of channel c, then of c + 1; the multiplier and K' of c, then of c + 1; a mark word, DWI_LAST
+    on the last pair, else 0 (the kernels store each pair's outputs 8 bytes after the last pair's)."""
     c = op.weight.shape[-1]
     assert dw_stream_applies(op) and dw_stream_uniform(op) and op.stride in (1, 2)
     w = op.weight.reshape(3, 3, c).astype(np.int64)
@@ -550,9 +549,9 @@ def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
         rows.append(np.stack([w01[:, 0], w12[:, 0], w01[:, 1], w12[:, 1]], axis=1))
     m = op.multiplier.astype(np.int64).reshape(pairs, 2)
     kk = np.asarray(k, np.int64).reshape(pairs, 2)
-    step = np.where(np.arange(pairs) % 2 == 0, 4, 12).astype(np.int64)
-    step[-1] += DWI_LAST
-    words = np.concatenate([heads] + rows + [np.stack([m[:, 0], kk[:, 0], m[:, 1], kk[:, 1], step], axis=1)],
+    mark = np.zeros(pairs, np.int64)
+    mark[-1] = DWI_LAST
+    words = np.concatenate([heads] + rows + [np.stack([m[:, 0], kk[:, 0], m[:, 1], kk[:, 1], mark], axis=1)],
                            axis=1)
     assert words.shape[1] == DWI_WORDS and np.all((words >= -2 ** 31) & (words < 2 ** 31))
     return words.astype(np.int32).reshape(-1)
@@ -560,7 +559,8 @@ def widen_dwi_stream(op, in_zp: int, out_zp: int) -> np.ndarray:
 
 def dwi_input_order(n: int) -> np.ndarray:
     """The order of a projection's n inputs (a multiple of 4) whose pair stream reads the widened pair that
-    mnv2_dsp_dwi_run writes: inputs (0, 1), (2, 3) of each 4 where widen_stream pairs (0, 2), (1, 3)."""
+    mnv2_dsp_dwi_run writes (in its x layout, read by mnv2_prs_groups_x): inputs (0, 1), (2, 3) of each 4 where
+    widen_stream pairs (0, 2), (1, 3)."""
     return (np.arange(n).reshape(-1, 4)[:, [0, 2, 1, 3]]).reshape(-1)
 
 

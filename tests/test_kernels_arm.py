@@ -504,8 +504,8 @@ static const int32_t *wide_dw(const int8_t *w, int32_t c, const int32_t *bias, c
 }
 /* The interleaved depthwise's stream (MNV2_FAST_DWI: b_ww), from lower.py's description of widen_dwi_stream: per
  * channel pair (c, c + 1), each channel scaled by 2^(d + 1) (uniform_ok at MNV2_DW_SHIFT), the folded biases of c, c,
- * c + 1, c + 1; per window row (w0, w1), (w1, w2) of c, then of c + 1; mult, K' of c, then of c + 1; the step 4 or
- * 12 (channel pairs 2k, 2k + 1), + 256 on the last. */
+ * c + 1, c + 1; per window row (w0, w1), (w1, w2) of c, then of c + 1; mult, K' of c, then of c + 1; a mark word,
+ * 256 on the last pair, else 0. */
 static const int32_t *wide_dwi(const int8_t *w, int32_t c, const int32_t *bias, const int32_t *mult,
                                const int8_t *shift, int32_t in_zp, int32_t zp)
 {
@@ -532,9 +532,9 @@ static const int32_t *wide_dwi(const int8_t *w, int32_t c, const int32_t *bias, 
             *q++ = mult[g + j];
             *q++ = (int32_t)((uint32_t)(2 * zp + 1) << (MNV2_DW_SHIFT - 1)) + k[j] / 4;
         }
-        *q++ = (g / 2) % 2 ? 12 : 4;
+        *q++ = 0;
     }
-    q[-1] += 256;
+    q[-1] = 256;
     return d;
 }
 /* The residual ADD's table of mnv2_block_params_t's add_lut, from the header's description: gemmlowp's rounding

@@ -232,8 +232,8 @@ def test_widen_dwi_stream_layout():
                 for pair in ((k[i] * w[r, 0, i], k[i] * w[r, 1, i]), (k[i] * w[r, 1, i], k[i] * w[r, 2, i]))]
         assert [_halves(v) for v in rec[4:16]] == want
         kk = [-3 * 2 ** (DW_STREAM_SHIFT - 1) + k[i] // 4 for i in (j, j + 1)]
-        step = (12 if g % 2 else 4) + (DWI_LAST if g == c // 2 - 1 else 0)  # the widened pair's words 0, 2 / 1, 3
-        assert list(rec[16:]) == [int(op.multiplier[j]), kk[0], int(op.multiplier[j + 1]), kk[1], step]
+        mark = DWI_LAST if g == c // 2 - 1 else 0
+        assert list(rec[16:]) == [int(op.multiplier[j]), kk[0], int(op.multiplier[j + 1]), kk[1], mark]
     # the projection reads the pair (inputs 4m, 4m + 1), (4m + 2, 4m + 3) where widen_stream pairs (0, 2), (1, 3)
     assert list(dwi_input_order(8)) == [0, 2, 1, 3, 4, 6, 5, 7]
     proj = _conv(np.arange(2 * 8).reshape(2, 8) - 8, [-5, -5], activation="relu6")
