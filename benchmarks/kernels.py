@@ -3,7 +3,7 @@ the portable kernels on the same emulated board, per layer and in total, plus th
 all measured in this run.
 
 Run: .venv/bin/python benchmarks/kernels.py [--targets cortex-m7 cortex-m55] [--models 0.35@96 0.35@144 1.0@224]
-     [--no-layers] [--speed-sram BYTES] [--json]
+     [--no-layers] [--speed-sram BYTES] [--speed-flash BYTES] [--json]
 For each (target, model) the firmware is generated and built twice, once with the target's `kernels` and once with
 `kernels = "portable"` (the target overridden in memory, nothing on disk changes), and run once on the target's
 QEMU board under the profiling plugin (codegen/profile.py) on the bundled sample image: the instructions per
@@ -12,7 +12,8 @@ per-layer figures the plugin's (one kernel call per unit of the plan; layers + c
 Each run's output is checked bit-exact against the numpy int8 reference.
 Flash: `size -A` of the board ELF: code = .text + .rodata (kernels, model glue, parameter structs, harness),
 weights = .weights (the .inputs section of test images is not counted). Arena: the memory plan's (the smallest,
-unless --speed-sram lets the Arm DSP kernels' int16 depthwise rows make it larger).
+unless --speed-sram lets the Arm DSP kernels' int16 depthwise rows make it larger). --speed-flash: generate's flash
+budget for the speed copies of the targets' own kernels (default: the target's, half of the free flash).
 A model whose alpha has no bundled checkpoint runs with random weights (the test suite's random MobileNetV2,
 tests/conftest.py; marked "random weights"): the kernels' instruction counts hardly depend on the weight values.
 """
@@ -56,8 +57,10 @@ def flash_split(elf: Path, size_tool: str) -> dict:
             "weights_bytes": sections.get(".weights", 0)}
 
 
-def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: int = 0) -> dict:
-    """Build and run the firmware of `compiled` for the target with `kernels` (and generate's `speed_sram`);
+def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: int = 0,
+            speed_flash: int | None = None) -> dict:
+    """Build and run the firmware of `compiled` for the target with `kernels` (and generate's `speed_sram`,
+    `speed_flash`);
     instructions, MACs, flash, arena."""
     base = load_target(target_name)
     variant = dataclasses.replace(base, kernels=kernels)
@@ -65,7 +68,7 @@ def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: in
     gen_mod.load_target = lambda name: variant if name == target_name else original(name)
     try:
         g = generate(target_name, None, None, None, CALIB, str(work / f"{target_name}-{kernels}"), force=True,
-                     fit_check=False, compiled=compiled, speed_sram=speed_sram)
+                     fit_check=False, compiled=compiled, speed_sram=speed_sram, speed_flash=speed_flash)
     finally:
         gen_mod.load_target = original
     start = time.monotonic()
@@ -86,7 +89,7 @@ def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: in
             "depthwise_macs": dw_macs, "requantized_outputs": outputs, "relu_floor_outputs": floor_outputs,
             "layers": layers, "overhead_instructions": prof["overhead"]["instructions"],
             "bit_exact": bool(np.array_equal(prof["outputs"], want)), "qemu_seconds": round(seconds, 2),
-            "arena_bytes": g.schedule.plan.arena_bytes, "speed_sram": speed_sram,
+            "arena_bytes": g.schedule.plan.arena_bytes, "speed_sram": speed_sram, "speed_flash": speed_flash,
             **flash_split(g.elf, variant.size)}
 
 
@@ -112,6 +115,8 @@ def main() -> int:
     ap.add_argument("--no-layers", action="store_true", help="leave out the per-layer tables")
     ap.add_argument("--speed-sram", type=int, default=0, metavar="BYTES",
                     help="generate's --speed-sram for the targets' own kernels (default 0: the smallest arena)")
+    ap.add_argument("--speed-flash", type=int, default=None, metavar="BYTES",
+                    help="generate's --speed-flash for the targets' own kernels (default: the target's budget)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     rows = []
@@ -131,7 +136,7 @@ def main() -> int:
             compiled = compile_front(alpha if weights is None else None, weights, (res, res), CALIB)
             for t in args.targets:
                 selected = load_target(t).kernels
-                fast = measure(t, selected, compiled, Path(tmp), args.speed_sram)
+                fast = measure(t, selected, compiled, Path(tmp), args.speed_sram, args.speed_flash)
                 port = measure(t, "portable", compiled, Path(tmp)) if selected != "portable" else fast
                 rows.append({"target": t, "model": model, "selected": fast, "portable": port,
                              "speedup": port["instructions"] / fast["instructions"]})
@@ -143,9 +148,11 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s, p = r["selected"], r["portable"]
-        kernels = s["kernels"] + (f" (--speed-sram {s['speed_sram']:,})" if s["speed_sram"] else "")
+        opts = ([f"--speed-sram {s['speed_sram']:,}"] if s["speed_sram"] else []) + (
+            [f"--speed-flash {s['speed_flash']:,}"] if s["speed_flash"] is not None else [])
+        kernels = s["kernels"] + (f" ({', '.join(opts)})" if opts else "")
         print(f"| {r['target']} | alpha {r['model'].replace('@', ' @ ')} | {kernels} | {s['instructions']:,} | "
-              f"{s['instructions_per_mac']:.2f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
+              f"{s['instructions_per_mac']:.3f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
               f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
               f"{s['arena_bytes']:,} B | "
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
