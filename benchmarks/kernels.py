@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -54,7 +55,26 @@ def flash_split(elf: Path, size_tool: str) -> dict:
         if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
             sections[parts[0]] = int(parts[1])
     return {"code_bytes": sections.get(".text", 0) + sections.get(".rodata", 0),
-            "weights_bytes": sections.get(".weights", 0)}
+            "weights_bytes": sections.get(".weights", 0), "model_code_bytes": model_code(elf.with_suffix(".map"))}
+
+
+# The objects of the generated kernels and model (the rest of the board ELF's code is the harness: main, startup,
+# the -nostdlib libc, the stack probe).
+MODEL_OBJECTS = ("mnv2_kernels.o", "mnv2_model.o")
+
+
+def model_code(link_map: Path) -> int:
+    """Bytes of .text* and .rodata* input sections that the linker kept (non-zero address) from MODEL_OBJECTS, read
+    from the GNU ld map file next to the ELF."""
+    lines = link_map.read_text().split("Linker script and memory map", 1)[1].splitlines()
+    total = 0
+    for i, line in enumerate(lines):
+        if re.fullmatch(r" \.(text|rodata)\S*", line.rstrip()) and i + 1 < len(lines):
+            line = line.rstrip() + " " + lines[i + 1].strip()  # a long section name: its address on the next line
+        m = re.match(r" \.(?:text|rodata)\S*\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S+)$", line)
+        if m and int(m.group(1), 16) and m.group(3).rsplit("/", 1)[-1] in MODEL_OBJECTS:
+            total += int(m.group(2), 16)
+    return total
 
 
 def measure(target_name: str, kernels: str, compiled, work: Path, speed_sram: int = 0,
@@ -152,10 +172,12 @@ def main() -> int:
             [f"--speed-flash {s['speed_flash']:,}"] if s["speed_flash"] is not None else [])
         kernels = s["kernels"] + (f" ({', '.join(opts)})" if opts else "")
         print(f"| {r['target']} | alpha {r['model'].replace('@', ' @ ')} | {kernels} | {s['instructions']:,} | "
-              f"{s['instructions_per_mac']:.3f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
+              f"{s['instructions_per_mac']:.4f} | {p['instructions_per_mac']:.2f} | {r['speedup']:.2f}x | "
               f"{s['code_bytes']:,} B (portable {p['code_bytes']:,} B) | {s['weights_bytes']:,} B | "
               f"{s['arena_bytes']:,} B | "
               f"{'yes' if s['bit_exact'] and p['bit_exact'] else 'NO'} |")
+    print("Kernels + model code (their objects' .text and .rodata in the link map, without the harness): " + ", ".join(
+        f"{r['target']} {r['model']} {r['selected']['model_code_bytes']:,} B" for r in rows))
     print("Per inference: " + ", ".join(sorted({
         f"{r['model']}: {r['selected']['macs']:,} MACs ({r['selected']['depthwise_macs']:,} depthwise), "
         f"{r['selected']['requantized_outputs']:,} requantized outputs "
